@@ -1,0 +1,39 @@
+"""QuantMindX engine: bars, strategies, fills, metrics and variants. Pure numpy, no processes.
+
+Names are imported lazily so a worker process or a CLI command only pays for what it uses.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "Bars": "engine.bars",
+    "TIMEFRAMES": "engine.bars",
+    "BacktestConfig": "engine.config",
+    "Costs": "engine.config",
+    "ConfigError": "engine.config",
+    "VARIANTS": "engine.config",
+    "parse_config": "engine.config",
+    "Progress": "engine.progress",
+    "ProgressFn": "engine.progress",
+    "Cancelled": "engine.progress",
+    "Throttle": "engine.progress",
+    "DataStore": "engine.store",
+    "DataNotFound": "engine.store",
+    "DataFormatError": "engine.importers",
+    "synthetic_bars": "engine.synthetic",
+    "run_backtest": "engine.backtest",
+    "run_sweep": "engine.sweep",
+    "describe_strategies": "engine.strategies",
+    "load_strategy": "engine.strategies",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
