@@ -12,7 +12,7 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.fixtures_daemon"]
 
 
 def eventually(check: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:

@@ -1,0 +1,117 @@
+"""The aiohttp application of `qmx serve`: routes, app state, and the daemon's lifetime.
+
+Start-up (``cleanup_ctx``): the actor daemon starts in an executor thread (it spawns processes),
+and its ``deliver`` callback is the WebSocket hub's. Shutdown (``on_shutdown``, then cleanup):
+every WebSocket is closed with 1001 GOING_AWAY, then the daemon stops its processes, ending
+running backtests as ``interrupted``.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import os
+import time
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from server.keys import DATA_DIR, DIAGNOSTICS, HUB, SERVICES, STARTED, WORKERS, Services
+from server.ws import Hub
+
+#: Route modules, each with ``setup_routes(app)``. The first two are this package's own; the
+#: optional ones belong to colleagues' areas (bots REST, dashboard/static/reports) and are wired
+#: when their module is present in the tree.
+ROUTE_MODULES: tuple[str, ...] = ("server.ws", "server.rest")
+OPTIONAL_ROUTE_MODULES: tuple[str, ...] = ("server.rest_bots", "server.web")
+
+#: Seconds the daemon gets to stop its processes (the whole shutdown must fit in 10 s).
+DAEMON_STOP_TIMEOUT = 6.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def route_modules() -> list[str]:
+    """The route modules wired into the app: ours plus the optional ones that exist."""
+    present = [m for m in OPTIONAL_ROUTE_MODULES if importlib.util.find_spec(m) is not None]
+    return [*ROUTE_MODULES, *present]
+
+
+def make_app(data_dir: str | os.PathLike[str], workers: int, *,
+             diagnostics: bool = False) -> web.Application:
+    """Build the daemon's web application. The actor daemon starts when the app starts.
+
+    ``data_dir`` holds market data and SQLite files; ``workers`` is the number of backtest
+    worker processes; ``diagnostics`` adds the `bench` topic and ``POST /api/diagnostics/burst``.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"`workers` must be an integer >= 1, got {workers!r}")
+    app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024 * 1024)
+    app[DATA_DIR] = Path(data_dir)
+    app[WORKERS] = workers
+    app[DIAGNOSTICS] = bool(diagnostics)
+    app[STARTED] = time.monotonic()
+    app[SERVICES] = Services()
+    app[HUB] = Hub(diagnostics=bool(diagnostics))
+    app.cleanup_ctx.append(_daemon_ctx)
+    app.on_shutdown.append(_close_sockets)
+    for name in route_modules():
+        importlib.import_module(name).setup_routes(app)
+    return app
+
+
+async def _daemon_ctx(app: web.Application) -> AsyncIterator[None]:
+    from actors import Daemon, RunStore  # noqa: PLC0415 - the CLI imports this module cheaply
+
+    loop = asyncio.get_running_loop()
+    hub, services = app[HUB], app[SERVICES]
+    hub.bind(loop)
+    data_dir = app[DATA_DIR]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    daemon = Daemon(data_dir, app[WORKERS], hub.deliver, diagnostics=app[DIAGNOSTICS])
+    await loop.run_in_executor(None, daemon.start)
+    services.store = RunStore(_store_path(daemon, data_dir))
+    services.daemon = hub.daemon = daemon
+    try:
+        yield
+    finally:
+        services.daemon = hub.daemon = None
+        await loop.run_in_executor(None, daemon.stop, DAEMON_STOP_TIMEOUT)
+
+
+def _store_path(daemon: object, data_dir: Path) -> Path:
+    path = getattr(daemon, "store_path", None)
+    return Path(path) if path is not None else data_dir / "runs.sqlite"
+
+
+async def _close_sockets(app: web.Application) -> None:
+    await app[HUB].close_all(1001, b"server shutdown")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Under ``/api``, turn aiohttp's plain-text 404/405/413 into ``{"error": ...}`` JSON."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api") or exc.content_type == "application/json":
+            raise
+        if exc.status < 400:
+            raise
+        return web.json_response({"error": _error_text(exc, request)}, status=exc.status,
+                                 headers=_allow_header(exc))
+
+
+def _error_text(exc: web.HTTPException, request: web.Request) -> str:
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return (f"method {request.method} is not allowed on {request.path}; "
+                f"allowed: {sorted(exc.allowed_methods)}")
+    if isinstance(exc, web.HTTPNotFound):
+        return f"no such endpoint: {request.method} {request.path}; see GET /api/openapi.json"
+    return exc.text or exc.reason
+
+
+def _allow_header(exc: web.HTTPException) -> dict[str, str]:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else {}

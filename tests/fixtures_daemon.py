@@ -1,0 +1,109 @@
+"""Fixtures that run a real `qmx serve` daemon in a subprocess (pytest plugin).
+
+- ``daemon``: one daemon per test session (per xdist worker) on a fresh data dir, 2 workers.
+  Share it when your test leaves it running; do not stop or signal it.
+- ``daemon_factory``: ``start(data_dir=None, workers=2, diagnostics=False)`` for tests that stop,
+  kill or restart a daemon; every daemon it started is stopped at the end of the test.
+
+Each daemon is a dict: ``url`` (http://127.0.0.1:PORT), ``ws_url`` (ws://.../ws), ``port``,
+``proc`` (``subprocess.Popen``), ``data_dir`` (``Path``), ``log`` (path of its stdout+stderr).
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+_LISTENING = re.compile(r"QuantMindX listening on (http://([\d.]+):(\d+))")
+START_TIMEOUT_S = 60.0
+
+Daemon = dict[str, Any]
+
+
+def start_daemon(data_dir: Path, *, workers: int = 2, diagnostics: bool = False,
+                 log: Path | None = None) -> Daemon:
+    """Start ``python -m server.cli serve --port 0`` and wait until it prints its address."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = log or data_dir.parent / f"{data_dir.name}-daemon-{time.monotonic_ns()}.log"
+    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", "0", "--workers", str(workers),
+           "--data-dir", str(data_dir)]
+    if diagnostics:
+        cmd.append("--diagnostics")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        text = log.read_text(errors="replace")
+        match = _LISTENING.search(text)
+        if match:
+            url, port = match.group(1), int(match.group(3))
+            return {"url": url, "ws_url": f"ws://127.0.0.1:{port}/ws", "port": port,
+                    "proc": proc, "data_dir": data_dir, "log": log}
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_daemon({"proc": proc})
+            raise RuntimeError(f"qmx serve did not start (exit {proc.returncode}); output:\n{text[-4000:]}")
+        time.sleep(0.05)
+
+
+def stop_daemon(daemon: Daemon, timeout: float = 10.0) -> int | None:
+    """SIGTERM the daemon, wait up to ``timeout`` s, then SIGKILL it and its children."""
+    proc: subprocess.Popen[bytes] = daemon["proc"]
+    if proc.poll() is None:
+        children = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        for child in children:  # never leave workers behind, even after a failed shutdown
+            try:
+                child.kill()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+    return proc.returncode
+
+
+def _children(pid: int) -> list[Any]:
+    try:
+        import psutil  # noqa: PLC0415 - a test extra
+
+        return psutil.Process(pid).children(recursive=True)
+    except Exception:  # noqa: BLE001 - process already gone
+        return []
+
+
+@pytest.fixture(scope="session")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A shared running daemon (2 workers, fresh data dir) for tests that leave it running."""
+    d = start_daemon(tmp_path_factory.mktemp("daemon") / "data")
+    try:
+        yield d
+    finally:
+        stop_daemon(d)
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """Start daemons a test may stop, kill or restart; all are stopped afterwards."""
+    started: list[Daemon] = []
+
+    def start(data_dir: Path | None = None, workers: int = 2, diagnostics: bool = False) -> Daemon:
+        d = start_daemon(data_dir or tmp_path / "data", workers=workers, diagnostics=diagnostics)
+        started.append(d)
+        return d
+
+    try:
+        yield start
+    finally:
+        for d in started:
+            stop_daemon(d)
