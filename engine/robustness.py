@@ -1,0 +1,143 @@
+"""The ``vanilla_full`` / ``spiced_full`` variants: walk-forward + Monte Carlo + PBO + a verdict.
+
+Options live in ``config.robustness`` (every one optional):
+
+=============== =========================================================== =====================
+option          meaning                                                     default
+=============== =========================================================== =====================
+grid            parameter -> list of values or ``"start:stop:step"``         per strategy (below)
+objective       ranking objective (see :mod:`engine.sweep`)                 ``sharpe_ratio``
+wf_mode         ``rolling`` or ``anchored``                                 ``rolling``
+in_sample       in-sample bars (int) or fraction of the data (float)        ``0.3``
+out_of_sample   out-of-sample bars (int) or fraction                        ``0.1``
+gap             bars skipped between in-sample and out-of-sample            ``0``
+mc_runs         Monte Carlo runs per method                                 ``1000``
+mc_seed         Monte Carlo seed (int or null for fresh randomness)         the config's ``seed``
+pbo_blocks      CSCV blocks, even, 2..24                                    ``16``
+=============== =========================================================== =====================
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from engine.montecarlo import DEFAULT_RUNS
+from engine.pbo import DEFAULT_BLOCKS, check_blocks
+from engine.sweep import compile_objective, normalize_grid
+from engine.walkforward import DEFAULT_IN_SAMPLE, DEFAULT_OUT_OF_SAMPLE, WF_MODES, check_size
+
+#: Grid used when a ``_full`` run names none, per built-in strategy.
+DEFAULT_GRIDS: dict[str, dict[str, str]] = {
+    "sma_cross": {"fast": "5:25:5", "slow": "10:60:10"},
+    "rsi_reversion": {"period": "7:21:7", "lower": "20:35:5", "upper": "65:80:5"},
+    "donchian_breakout": {"period": "10:60:10"},
+    "bollinger_reversion": {"period": "10:40:10", "std": "1.5:2.5:0.5"},
+}
+
+DEFAULTS: dict[str, Any] = {
+    "objective": "sharpe_ratio", "wf_mode": "rolling", "in_sample": DEFAULT_IN_SAMPLE,
+    "out_of_sample": DEFAULT_OUT_OF_SAMPLE, "gap": 0, "mc_runs": DEFAULT_RUNS, "mc_seed": None,
+    "pbo_blocks": DEFAULT_BLOCKS,
+}
+OPTIONS: tuple[str, ...] = ("grid", *DEFAULTS)
+
+
+def validate_robustness_options(robustness: Mapping[str, Any]) -> dict[str, str]:
+    """Check ``config.robustness``; returns ``{option: message}`` (empty when all is well)."""
+    errors: dict[str, str] = {}
+    for key in robustness:
+        if key not in OPTIONS:
+            errors[str(key)] = f"unknown option; allowed: {list(OPTIONS)}"
+    checks = {
+        "grid": lambda v: normalize_grid(v),
+        "objective": lambda v: compile_objective(v),
+        "in_sample": lambda v: check_size(v, "in_sample"),
+        "out_of_sample": lambda v: check_size(v, "out_of_sample"),
+        "gap": lambda v: check_size(v, "gap", allow_zero=True),
+        "pbo_blocks": lambda v: check_blocks(v),
+    }
+    for key, check in checks.items():
+        if key in robustness:
+            try:
+                check(robustness[key])
+            except ValueError as exc:
+                errors[key] = str(exc)
+    if "wf_mode" in robustness and robustness["wf_mode"] not in WF_MODES:
+        errors["wf_mode"] = f"must be one of {list(WF_MODES)}, got {robustness['wf_mode']!r}"
+    runs = robustness.get("mc_runs", DEFAULT_RUNS)
+    if isinstance(runs, bool) or not isinstance(runs, int) or not 1 <= runs <= 100_000:
+        errors["mc_runs"] = f"must be an integer from 1 to 100000, got {runs!r}"
+    seed = robustness.get("mc_seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        errors["mc_seed"] = f"must be an integer or null, got {seed!r}"
+    return errors
+
+
+def resolve_options(robustness: Mapping[str, Any], strategy: str, seed: int) -> dict[str, Any]:
+    """Options with defaults filled in; ``grid`` normalised (``{}`` when none is known)."""
+    opts = {**DEFAULTS, **dict(robustness)}
+    if opts["mc_seed"] is None and "mc_seed" not in robustness:
+        opts["mc_seed"] = seed
+    grid = robustness.get("grid") or DEFAULT_GRIDS.get(strategy) or {}
+    opts["grid"] = normalize_grid(grid) if grid else {}
+    return opts
+
+
+# -------------------------------------------------------------------------------- verdict
+#: Thresholds of the verdict rule (see :func:`robustness_verdict`).
+PBO_GOOD, PBO_BAD = 0.2, 0.5
+WFE_GOOD, WFE_BAD = 0.5, 0.0
+LOSS_GOOD, LOSS_BAD = 0.2, 0.5
+
+
+def _grade(value: float | None, good: float, bad: float, higher_is_better: bool) -> str:
+    if value is None:
+        return "unknown"
+    if higher_is_better:
+        return "good" if value >= good else ("bad" if value <= bad else "warn")
+    return "good" if value <= good else ("bad" if value >= bad else "warn")
+
+
+def robustness_verdict(wf_efficiency: float | None, mc_prob_loss: float | None,
+                       mc_p5_return_pct: float | None, pbo: float | None) -> dict[str, Any]:
+    """Combine the three tests into ``{"verdict", "reasons", "checks"}``.
+
+    Each test is graded good / warn / bad:
+
+    - walk-forward efficiency (annualised OOS return / annualised IS return): good >= 0.5,
+      bad <= 0 (out-of-sample lost money, or in-sample never made any: reported as None -> bad);
+    - Monte Carlo probability of loss (bootstrap): good <= 0.2, bad >= 0.5;
+    - PBO: good <= 0.2, bad >= 0.5 (unknown when the grid has fewer than 2 combinations).
+
+    Verdict: ``overfit`` if PBO or walk-forward efficiency is bad (the in-sample choice does not
+    carry out of sample); otherwise ``robust`` if every known test is good and the Monte Carlo
+    5th percentile of the final return is above -10 %; otherwise ``fragile``.
+    """
+    checks = {
+        "wf_efficiency": {"value": wf_efficiency, "grade": _grade(wf_efficiency, WFE_GOOD, WFE_BAD, True)},
+        "mc_prob_loss": {"value": mc_prob_loss, "grade": _grade(mc_prob_loss, LOSS_GOOD, LOSS_BAD, False)},
+        "pbo": {"value": pbo, "grade": _grade(pbo, PBO_GOOD, PBO_BAD, False)},
+    }
+    if wf_efficiency is None:
+        checks["wf_efficiency"]["grade"] = "bad"
+    reasons = [_reason(name, c["value"], c["grade"]) for name, c in checks.items()]
+    if checks["pbo"]["grade"] == "bad" or checks["wf_efficiency"]["grade"] == "bad":
+        verdict = "overfit"
+    elif all(c["grade"] in ("good", "unknown") for c in checks.values()) and (
+            mc_p5_return_pct is None or mc_p5_return_pct > -10.0):
+        verdict = "robust"
+    else:
+        verdict = "fragile"
+        if mc_p5_return_pct is not None and mc_p5_return_pct <= -10.0:
+            reasons.append(f"Monte Carlo 5th percentile of the final return is {mc_p5_return_pct:.1f}% (<= -10%)")
+    return {"verdict": verdict, "reasons": reasons, "checks": checks}
+
+
+def _reason(name: str, value: float | None, grade: str) -> str:
+    label = {"wf_efficiency": "walk-forward efficiency", "mc_prob_loss": "Monte Carlo probability of loss",
+             "pbo": "probability of backtest overfitting"}[name]
+    if value is None:
+        why = {"wf_efficiency": "undefined (in-sample winners did not make money)",
+               "mc_prob_loss": "unknown (no out-of-sample trades)",
+               "pbo": "unknown (fewer than 2 grid combinations)"}[name]
+        return f"{label} {why} [{grade}]"
+    return f"{label} {value:.2f} [{grade}]"
