@@ -82,7 +82,7 @@ async def _daemon_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def _store_path(daemon: object, data_dir: Path) -> Path:
     path = getattr(daemon, "store_path", None)
-    return Path(path) if path is not None else data_dir / "runs.sqlite"
+    return Path(path) if path is not None else data_dir / "qmx.sqlite"
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -1,0 +1,261 @@
+"""REST endpoints under ``/api`` (JSON in, JSON out), described at ``GET /api/openapi.json``.
+
+Backtests, sweeps, market data, health and strategies. Every error body is JSON:
+``{"error": "..."}``, plus ``"errors": {field: message}`` for a 400 on a request body.
+Database and data-file work runs in the default executor so the event loop never blocks.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Callable, Mapping, TypeVar
+
+from aiohttp import web
+
+from server import openapi
+from server.keys import DATA_DIR, DIAGNOSTICS, HUB, STARTED, daemon_of, store_of
+
+T = TypeVar("T")
+
+#: Most rows a list endpoint returns (newest first).
+LIST_LIMIT = 200
+#: Run statuses (``actors.runstore.STATUSES``) and the ones after which a run cannot be cancelled.
+STATUSES: tuple[str, ...] = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
+FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled", "interrupted"})
+_SWEEP_ONLY_FIELDS = ("grid", "objective")
+
+
+def json_error(status: int, message: str, **extra: Any) -> web.HTTPException:
+    """An HTTP error whose body is ``{"error": message, **extra}``."""
+    body = json.dumps({"error": message, **extra})
+    exc_type = {400: web.HTTPBadRequest, 404: web.HTTPNotFound, 409: web.HTTPConflict,
+                413: web.HTTPBadRequest, 422: web.HTTPUnprocessableEntity}[status]
+    return exc_type(text=body, content_type="application/json")
+
+
+async def _blocking(fn: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        raw = await request.read()
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise json_error(400, f"request body must be a JSON object: {exc}") from None
+
+
+def _status_query(request: web.Request) -> str | None:
+    status = request.query.get("status")
+    if status is not None and status not in STATUSES:
+        raise json_error(400, f"`status` must be one of {list(STATUSES)}, got {status!r}",
+                         errors={"status": f"must be one of {list(STATUSES)}"})
+    return status
+
+
+# ------------------------------------------------------------------------------ backtests
+def _parse(body: Any) -> tuple[Any, dict[str, str]]:
+    """(BacktestConfig, {}) or (None, {field: message})."""
+    from engine import ConfigError, parse_config  # noqa: PLC0415 - engine imports lazily
+
+    try:
+        return parse_config(body), {}
+    except ConfigError as exc:
+        return None, exc.errors
+
+
+async def _validated_config(request: web.Request, body: Any) -> dict[str, Any]:
+    """Parse a backtest config (400 naming each field), then check the data exists (404/422)."""
+    config, errors = _parse(body)
+    if errors:
+        raise json_error(400, "invalid request", errors=errors)
+    await _check_data(request, config.symbol, config.timeframe, config.start_date, config.end_date)
+    return dict(config.to_dict())
+
+
+async def _check_data(request: web.Request, symbol: str, timeframe: str,
+                      start: str | None, end: str | None) -> None:
+    from engine import DataNotFound, DataStore  # noqa: PLC0415
+
+    store = DataStore(request.app[DATA_DIR])
+    symbols = await _blocking(_symbols, store)
+    if symbol not in symbols:
+        raise json_error(404, f"unknown symbol {symbol!r}; available: {sorted(symbols)} "
+                              "(import data with POST /api/data or `qmx data import`)")
+    try:
+        bars = await _blocking(store.load, symbol, timeframe, start, end)
+    except DataNotFound as exc:
+        raise json_error(422, f"no data for the request: {exc}") from None
+    if len(bars) == 0:
+        raise json_error(422, f"no {symbol} {timeframe} bars between {start or 'the start'} and "
+                              f"{end or 'the end'} of the stored data")
+
+
+def _symbols(store: Any) -> set[str]:
+    return {str(entry["symbol"]) for entry in store.list()}
+
+
+async def post_backtest(request: web.Request) -> web.Response:
+    """Queue a backtest; 202 ``{backtest_id, status: "queued"}``."""
+    config = await _validated_config(request, await _json_body(request))
+    daemon = daemon_of(request.app)
+    backtest_id = await _blocking(daemon.submit_backtest, config)
+    return web.json_response({"backtest_id": backtest_id, "status": "queued"}, status=202)
+
+
+async def list_backtests(request: web.Request) -> web.Response:
+    """Newest first, at most :data:`LIST_LIMIT`; ``?status=`` filters."""
+    status = _status_query(request)
+    runs = await _blocking(store_of(request.app).list_runs, status, LIST_LIMIT)
+    return web.json_response({"backtests": runs})
+
+
+async def _run_or_404(request: web.Request) -> dict[str, Any]:
+    run_id = request.match_info["id"]
+    run = await _blocking(store_of(request.app).get_run, run_id)
+    if run is None or run.get("kind", "backtest") != "backtest":
+        raise json_error(404, f"no backtest with id {run_id!r}")
+    return run
+
+
+async def get_backtest(request: web.Request) -> web.Response:
+    """Status, progress, metrics, results, errors and status history of one backtest."""
+    return web.json_response(await _run_or_404(request))
+
+
+async def get_trades(request: web.Request) -> web.Response:
+    """The backtest's closed trades (``[]`` until it completes)."""
+    run = await _run_or_404(request)
+    trades = await _blocking(store_of(request.app).get_trades, run["backtest_id"])
+    return web.json_response({"backtest_id": run["backtest_id"], "status": run["status"],
+                              "trades": trades or []})
+
+
+async def get_equity(request: web.Request) -> web.Response:
+    """The backtest's equity curve ``{time, equity, drawdown_pct}`` (null until it completes)."""
+    run = await _run_or_404(request)
+    equity = await _blocking(store_of(request.app).get_equity, run["backtest_id"])
+    return web.json_response({"backtest_id": run["backtest_id"], "status": run["status"],
+                              "equity": equity})
+
+
+async def delete_backtest(request: web.Request) -> web.Response:
+    """Cancel a queued or running backtest: 202; 404 unknown; 409 already finished."""
+    run = await _run_or_404(request)
+    if run["status"] in FINISHED:
+        raise json_error(409, f"backtest {run['backtest_id']} already finished "
+                              f"({run['status']}); only queued or running backtests can be cancelled")
+    accepted = daemon_of(request.app).cancel_backtest(run["backtest_id"])
+    if not accepted:
+        raise json_error(409, f"backtest {run['backtest_id']} finished before it could be cancelled")
+    return web.json_response({"backtest_id": run["backtest_id"], "status": "cancelling"}, status=202)
+
+
+# -------------------------------------------------------------------------------- sweeps
+async def post_sweep(request: web.Request) -> web.Response:
+    """Queue a sweep over ``grid`` ranked by ``objective``; 202 ``{sweep_id, status}``."""
+    from engine.sweep import compile_objective, normalize_grid  # noqa: PLC0415
+
+    body = await _json_body(request)
+    if not isinstance(body, Mapping):
+        raise json_error(400, "invalid request", errors={"body": "must be a JSON object"})
+    errors: dict[str, str] = {}
+    grid: Any = None
+    try:
+        grid = normalize_grid(body.get("grid"))
+    except ValueError as exc:
+        errors["grid"] = str(exc)
+    objective = body.get("objective", "sharpe_ratio")
+    try:
+        compile_objective(objective)
+    except ValueError as exc:
+        errors["objective"] = str(exc)
+    config, config_errors = _parse({k: v for k, v in body.items() if k not in _SWEEP_ONLY_FIELDS})
+    errors.update(config_errors)
+    if errors:
+        raise json_error(400, "invalid request", errors=errors)
+    await _check_data(request, config.symbol, config.timeframe, config.start_date, config.end_date)
+    sweep_id = await _blocking(daemon_of(request.app).submit_sweep, dict(config.to_dict()), grid,
+                               objective)
+    return web.json_response({"sweep_id": sweep_id, "status": "queued"}, status=202)
+
+
+async def list_sweeps(request: web.Request) -> web.Response:
+    """Newest first; ``?status=`` filters."""
+    status = _status_query(request)
+    sweeps = await _blocking(store_of(request.app).list_sweeps, status, LIST_LIMIT)
+    return web.json_response({"sweeps": sweeps})
+
+
+async def get_sweep(request: web.Request) -> web.Response:
+    """One sweep with its grid, objective, progress and ranked results."""
+    sweep_id = request.match_info["id"]
+    sweep = await _blocking(store_of(request.app).get_sweep, sweep_id)
+    if sweep is None:
+        raise json_error(404, f"no sweep with id {sweep_id!r}")
+    return web.json_response(sweep)
+
+
+# ---------------------------------------------------------------------- health, strategies
+async def get_health(request: web.Request) -> web.Response:
+    """Daemon health (workers, queue, processes) plus version, uptime and WebSocket clients."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        ver = version("quantmindx")
+    except PackageNotFoundError:
+        ver = "unknown"
+    hub = request.app[HUB]
+    health = dict(daemon_of(request.app).health())
+    health.update(version=ver, uptime_seconds=round(time.monotonic() - request.app[STARTED], 3),
+                  websocket={"clients": len(hub.clients),
+                             "overflow_disconnects": hub.overflow_disconnects})
+    health.setdefault("status", "ok")
+    return web.json_response(health)
+
+
+async def get_strategies(request: web.Request) -> web.Response:
+    """Built-in strategies with their parameters and defaults."""
+    from engine import describe_strategies  # noqa: PLC0415
+
+    return web.json_response({"strategies": await _blocking(describe_strategies)})
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    """The OpenAPI 3 description of every endpoint the app serves."""
+    return web.json_response(openapi.build(request.app))
+
+
+async def post_burst(request: web.Request) -> web.Response:
+    """Diagnostics only: workers emit ``count`` bench events at ``rate``/s of ``size`` bytes."""
+    body = await _json_body(request)
+    errors = {}
+    for name, default, low in (("count", 1000, 1), ("rate", 10_000, 1), ("size", 100, 0)):
+        value = body.get(name, default) if isinstance(body, Mapping) else None
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            errors[name] = f"must be an integer >= {low}, got {value!r}"
+    if errors:
+        raise json_error(400, "invalid request", errors=errors)
+    args = (body.get("count", 1000), body.get("rate", 10_000), body.get("size", 100))
+    daemon_of(request.app).submit_burst(*args)
+    return web.json_response({"count": args[0], "rate": args[1], "size": args[2]}, status=202)
+
+
+def setup_routes(app: web.Application) -> None:
+    """Add every ``/api`` route of this module."""
+    r = app.router
+    r.add_post("/api/backtests", post_backtest)
+    r.add_get("/api/backtests", list_backtests)
+    r.add_get("/api/backtests/{id}", get_backtest)
+    r.add_delete("/api/backtests/{id}", delete_backtest)
+    r.add_get("/api/backtests/{id}/trades", get_trades)
+    r.add_get("/api/backtests/{id}/equity", get_equity)
+    r.add_post("/api/sweeps", post_sweep)
+    r.add_get("/api/sweeps", list_sweeps)
+    r.add_get("/api/sweeps/{id}", get_sweep)
+    r.add_get("/api/health", get_health)
+    r.add_get("/api/strategies", get_strategies)
+    r.add_get("/api/openapi.json", get_openapi)
+    if app[DIAGNOSTICS]:
+        r.add_post("/api/diagnostics/burst", post_burst)
