@@ -1,0 +1,193 @@
+"""The `spiced` variant: regime detection, a regime filter on entries, risk-based sizing, analytics.
+
+The simulator asks a :class:`SpicedPlan` two things: may an entry decided on bar ``i`` go ahead
+(``allow_entry[i]``) and how many units to trade (``sizer(...)``). After the run
+``plan.analytics(sim_result)`` becomes ``results["regime_analytics"]``. Detection rules are in
+:mod:`engine.regime`, sizing formulas in :mod:`engine.sizing`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from engine.bars import Bars, ns_to_iso
+from engine.regime import (REGIME_NAMES, TRADABLE_REGIMES, VOLATILE, RANGING, WARMUP,
+                           RegimeParams, Regimes, detect_regimes, transitions)
+from engine.sizing import KellyStats, SizingParams, size_entry, sizing_atr
+
+#: Built-in strategies that follow trends (hostile regime: ranging) or revert to the mean
+#: (hostile: trends). A user strategy says which it is with a class attribute
+#: ``regime_style = "trend"`` or ``"mean_reversion"``.
+TREND_STRATEGIES = frozenset({"sma_cross", "donchian_breakout"})
+MEAN_REVERSION_STRATEGIES = frozenset({"rsi_reversion", "bollinger_reversion"})
+REGIME_STYLES = ("trend", "mean_reversion")
+
+LIST_CAP = 500  # items kept in each analytics list (totals are always exact)
+_SIDE = {1: "BUY", -1: "SELL"}
+
+# option -> (kind, default, low, high, low_inclusive); kind in "int", "float", "bool".
+_NUMERIC: dict[str, tuple[str, Any, float, float, bool]] = {
+    "min_confidence": ("float", 0.0, 0.0, 1.0, True),
+    "risk_per_trade": ("float", 0.01, 0.0, 0.1, False),
+    "kelly_cap": ("float", 0.25, 0.0, 1.0, False),
+    "kelly_min_trades": ("int", 20, 1, 100_000, True),
+    "kelly_floor": ("float", 0.2, 0.0, 1.0, True),
+    "atr_period": ("int", 14, 1, 10_000, True),
+    "atr_stop_mult": ("float", 2.0, 0.0, 100.0, False),
+    "max_leverage": ("float", 10.0, 0.0, 1000.0, False),
+    "size_step": ("float", 1.0, 0.0, 1e12, False),
+    "er_period": ("int", 20, 2, 10_000, True),
+    "trend_period": ("int", 20, 2, 10_000, True),
+    "vol_window": ("int", 250, 10, 100_000, True),
+    "er_threshold": ("float", 0.3, 0.0, 1.0, True),
+    "trend_threshold": ("float", 1.5, 0.0, 1000.0, True),
+    "vol_threshold": ("float", 0.9, 0.0, 1.0, False),
+    "vol_ratio": ("float", 1.2, 0.0, 100.0, True),
+    "confirm_bars": ("int", 3, 1, 1000, True),
+    "log_limit": ("int", 500, 0, 1_000_000, True),
+}
+_BOOLS = {"regime_filter": True, "risk_sizing": True}
+OPTIONS: tuple[str, ...] = ("blocked_regimes", *_NUMERIC, *_BOOLS)
+
+
+def _check_number(name: str, value: Any) -> str | None:
+    kind, _, lo, hi, lo_incl = _NUMERIC[name]
+    span = f"{'[' if lo_incl else '('}{lo:g}, {hi:g}]"
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if kind == "int" and not is_int:
+        return f"must be an integer in {span}, got {value!r}"
+    if not (is_int or isinstance(value, float)) or not math.isfinite(value):
+        return f"must be a number in {span}, got {value!r}"
+    if value < lo or (value == lo and not lo_incl) or value > hi:
+        return f"must be in {span}, got {value!r}"
+    return None
+
+
+def validate_spiced_options(spiced: Mapping[str, Any]) -> dict[str, str]:
+    """Check the `spiced` options of a backtest request; returns option -> message (empty when fine)."""
+    errors: dict[str, str] = {}
+    for key, value in spiced.items():
+        if key == "blocked_regimes":
+            ok = isinstance(value, (list, tuple)) and all(v in TRADABLE_REGIMES for v in value)
+            if not ok:
+                errors[key] = f"must be a list drawn from {list(TRADABLE_REGIMES)}, got {value!r}"
+        elif key in _BOOLS:
+            if not isinstance(value, bool):
+                errors[key] = f"must be true or false, got {value!r}"
+        elif key in _NUMERIC:
+            message = _check_number(key, value)
+            if message:
+                errors[key] = message
+        else:
+            errors[str(key)] = f"unknown option; allowed: {list(OPTIONS)}"
+    return errors
+
+
+def default_blocked_regimes(strategy_name: str, strategy: object = None) -> list[str]:
+    """Hostile regimes for a strategy: always ``volatile``; plus ``ranging`` for trend followers,
+    ``trending_up``/``trending_down`` for mean reversion (built-ins by name, others by ``regime_style``)."""
+    style = getattr(strategy, "regime_style", None)
+    if strategy_name in TREND_STRATEGIES or style == "trend":
+        return ["volatile", "ranging"]
+    if strategy_name in MEAN_REVERSION_STRATEGIES or style == "mean_reversion":
+        return ["volatile", "trending_up", "trending_down"]
+    return ["volatile"]
+
+
+def resolve_options(spiced: Mapping[str, Any], strategy_name: str,
+                    strategy: object = None) -> dict[str, Any]:
+    """Every option with its default filled in; raises ``ValueError`` on an invalid one."""
+    errors = validate_spiced_options(spiced)
+    if errors:
+        raise ValueError("; ".join(f"`spiced.{k}` {v}" for k, v in errors.items()))
+    out: dict[str, Any] = {k: spec[1] for k, spec in _NUMERIC.items()}
+    out.update(_BOOLS)
+    out["blocked_regimes"] = default_blocked_regimes(strategy_name, strategy)
+    out.update({k: (list(v) if k == "blocked_regimes" else v) for k, v in spiced.items()})
+    return out
+
+
+def _measures(reg: Regimes, i: int, label: int) -> str:
+    """The measure behind a label, as a user reads it in logs and reasons."""
+    if label == VOLATILE:
+        return f"ATR pct {reg.vol_pct[i]:.2f}, ratio {reg.vol_ratio[i]:.2f}"
+    if label == RANGING:
+        return f"ER {reg.efficiency[i]:.2f}"
+    if label == WARMUP:
+        return "measures not yet defined"
+    return f"ER {reg.efficiency[i]:.2f}, trend {reg.trend[i]:+.2f}"
+
+
+def _json_num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+class SpicedPlan:
+    """What the simulator consults for a spiced run. Built by :func:`prepare_spiced`; one per run.
+
+    ``allow_entry[i]`` is False when an entry decided on bar ``i`` must be blocked;
+    :meth:`sizer` returns units for an allowed entry (0 skips it); :meth:`analytics` summarises.
+    """
+
+    def __init__(self, bars: Bars, regimes: Regimes, options: dict[str, Any],
+                 default_units: float, logger: logging.Logger | None) -> None:
+        self.bars = bars
+        self.regimes = regimes
+        self.options = options
+        self.default_units = float(default_units)
+        self.sizing = SizingParams.from_options(options)
+        self.log = logger or logging.getLogger("engine.spiced")
+        blocked = [REGIME_NAMES.index(r) for r in options["blocked_regimes"]]
+        hostile = np.isin(regimes.labels, blocked) & (regimes.confidence >= options["min_confidence"])
+        self.allow_entry: np.ndarray = ~hostile if options["regime_filter"] else np.ones(len(bars), bool)
+        self.changes = transitions(regimes.labels)
+        self._atr = sizing_atr(bars.high, bars.low, bars.close, self.sizing.atr_period)
+        self._kelly = KellyStats()
+        self._logged = 0          # log lines written so far (capped at log_limit)
+        self._unlogged = 0        # lines suppressed by the cap
+        self._next_change = 0     # index into self.changes of the next regime change to log
+        self.skipped: list[tuple[int, int, str]] = []   # entries the sizer turned down
+        self._sized = self._capped = 0
+        self._units_sum = 0.0
+        self._last_multiplier = 1.0
+
+    # -- logging -------------------------------------------------------------------------------
+    def _info(self, message: str) -> None:
+        if self._logged < self.options["log_limit"]:
+            self._logged += 1
+            self.log.info(message)
+        else:
+            self._unlogged += 1
+
+    def _flush_changes(self, upto: int) -> None:
+        """Log regime changes on bars ``<= upto`` not yet logged, so they precede later trades."""
+        while self._next_change < self.changes.size and self.changes[self._next_change] <= upto:
+            i = int(self.changes[self._next_change])
+            self._next_change += 1
+            old, new = int(self.regimes.labels[i - 1]), int(self.regimes.labels[i])
+            self._info(f"Regime change: {REGIME_NAMES[old]} -> {REGIME_NAMES[new]} at "
+                       f"{ns_to_iso(self.bars.time[i])} (bar {i}; {_measures(self.regimes, i, new)})")
+
+    # -- sizing --------------------------------------------------------------------------------
+    def sizer(self, i: int, side: int, ref_price: float, stop_price: float | None,
+              equity: float, closed_pnls: Sequence[float]) -> float:
+        """Units for an entry decided on bar ``i`` (``side`` 1 buy, -1 sell); 0 skips the entry."""
+        self._flush_changes(i)
+        if not self.options["risk_sizing"]:
+            return self.default_units
+        self._kelly.update(closed_pnls)
+        d = size_entry(self.sizing, equity=equity, ref_price=ref_price, stop_price=stop_price,
+                       atr_value=float(self._atr[i]), kelly_f=self._kelly.fraction(self.sizing.kelly_min_trades))
+        self._last_multiplier = d.multiplier
+        if d.units <= 0:
+            self.skipped.append((i, side, f"sizing: {d.reason}"))
+            self._info(f"Entry skipped: {_SIDE.get(side, side)} sized to 0 units ({d.reason}) at "
+                       f"{ns_to_iso(self.bars.time[i])} (bar {i})")
+            return 0.0
+        self._sized += 1
+        self._capped += d.leverage_capped
+        self._units_sum += d.units
+        return d.units
