@@ -1,0 +1,173 @@
+"""`qmx bots`: list, start, stop, pause, resume and kill paper-trading bots on a running daemon.
+
+Talks to the daemon's REST API with urllib (no event loop needed). A daemon that is not running
+is one line naming the URL and exit 1; bad arguments are one line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+ACTIONS: tuple[str, ...] = ("list", "show", "start", "stop", "pause", "resume", "kill", "resume-trading")
+FEEDS: tuple[str, ...] = ("replay", "synthetic")
+TIMEOUT_S = 10.0
+
+
+class CliError(Exception):
+    """A one-line problem for the user, with its exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `qmx bots`."""
+    parser.add_argument("action", choices=ACTIONS, help="what to do")
+    parser.add_argument("bot_id", nargs="?", help="bot id (show, stop, pause, resume)")
+    parser.add_argument("--server", default=os.environ.get("QMX_SERVER", DEFAULT_SERVER),
+                        help=f"daemon URL (default $QMX_SERVER or {DEFAULT_SERVER})")
+    parser.add_argument("--json", action="store_true", help="print the daemon's JSON reply")
+    g = parser.add_argument_group("start options")
+    g.add_argument("--symbol", help="symbol to trade (SYNTH for the synthetic feed)")
+    g.add_argument("--timeframe", default="H1", help="M1, M5, M15, M30, H1, H4 or D1 (default H1)")
+    g.add_argument("--strategy", default="sma_cross", help="built-in name or path/to/file.py:Class")
+    g.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="strategy parameter (repeatable); VALUE is JSON or a string")
+    g.add_argument("--variant", default="vanilla", help="vanilla or spiced (default vanilla)")
+    g.add_argument("--feed", default="replay", help="replay or synthetic (default replay)")
+    g.add_argument("--speed", type=float, default=None, metavar="SECONDS",
+                   help="seconds per bar: replay default 0.1 (0 = as fast as possible), synthetic 1.0")
+    g.add_argument("--from", dest="start_date", help="replay start date YYYY-MM-DD")
+    g.add_argument("--to", dest="end_date", help="replay end date YYYY-MM-DD")
+    g.add_argument("--balance", type=float, default=None, help="initial balance (default 10000)")
+    g.add_argument("--size", type=float, default=None, help="position size (default 10000 units)")
+    g.add_argument("--lots", action="store_true", help="--size is in lots (100,000 units)")
+    g.add_argument("--max-daily-loss", type=float, default=None, help="stop the bot after this daily loss")
+    g.add_argument("--name", default="", help="a label for the bot")
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def start_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``POST /api/bots`` body built from the start options (the daemon validates it)."""
+    if not args.symbol:
+        raise CliError("--symbol is required for `qmx bots start` (e.g. --symbol EURUSD, or SYNTH "
+                       "with --feed synthetic)", 2)
+    if args.feed not in FEEDS:
+        raise CliError(f"--feed must be one of {list(FEEDS)}, got {args.feed!r}", 2)
+    params: dict[str, Any] = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CliError(f"--param must be NAME=VALUE, got {item!r}", 2)
+        params[name] = _value(value)
+    body: dict[str, Any] = {"symbol": args.symbol, "timeframe": args.timeframe,
+                            "strategy": args.strategy, "params": params, "variant": args.variant,
+                            "name": args.name, "feed": {"type": args.feed}}
+    if args.speed is not None:
+        body["feed"]["seconds_per_bar" if args.feed == "replay" else "bar_interval"] = args.speed
+    for key, value in (("start_date", args.start_date), ("end_date", args.end_date),
+                       ("initial_balance", args.balance), ("size", args.size)):
+        if value is not None:
+            body[key] = value
+    if args.lots:
+        body["size_unit"] = "lots"
+    if args.max_daily_loss is not None:
+        body["risk"] = {"max_daily_loss": args.max_daily_loss}
+    return body
+
+
+def request(server: str, method: str, path: str, body: Any = None) -> Any:
+    """One JSON request; raises :class:`CliError` with the daemon's error text."""
+    url = server.rstrip("/") + path
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raise CliError(_http_error(exc)) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CliError(f"cannot reach the QuantMindX daemon at {server}: {reason} "
+                       "(is `qmx serve` running? use --server URL)") from None
+
+
+def _http_error(exc: urllib.error.HTTPError) -> str:
+    try:
+        data = json.loads(exc.read())
+    except ValueError:
+        return f"daemon answered {exc.code}"
+    errors = data.get("errors") or {}
+    detail = "; ".join(f"{k}: {v}" for k, v in errors.items())
+    return f"daemon answered {exc.code}: {data.get('error', '')}" + (f" ({detail})" if detail else "")
+
+
+def format_table(bots: list[dict[str, Any]], halted: bool) -> str:
+    """The bots as aligned text columns."""
+    head = ("BOT", "NAME", "STATUS", "SYMBOL", "TF", "STRATEGY", "PNL", "OPEN", "TRADES", "REASON")
+    rows = [head] + [(b["bot_id"], b.get("name") or "-", b["status"], str(b.get("symbol")),
+                      str(b.get("timeframe")), str(b.get("strategy")), f"{b.get('pnl') or 0.0:.2f}",
+                      str(b.get("open_positions", 0)), str(b.get("trades", 0)), b.get("reason") or "")
+                     for b in bots]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    if not bots:
+        lines = ["no bots"]
+    if halted:
+        lines.append("trading is HALTED by the kill switch (qmx bots resume-trading)")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _need_id(args: argparse.Namespace) -> str:
+    if not args.bot_id:
+        raise CliError(f"`qmx bots {args.action}` needs a BOT_ID (see `qmx bots list`)", 2)
+    return str(args.bot_id)
+
+
+def _dispatch(args: argparse.Namespace) -> tuple[Any, str]:
+    s, action = args.server, args.action
+    if action == "list":
+        data = request(s, "GET", "/api/bots")
+        return data, format_table(data["bots"], data.get("halted", False))
+    if action == "show":
+        data = request(s, "GET", f"/api/bots/{_need_id(args)}")
+        return data, json.dumps(data, indent=2)
+    if action == "start":
+        data = request(s, "POST", "/api/bots", start_body(args))
+        return data, f"started bot {data['bot_id']}"
+    if action in ("stop", "pause", "resume"):
+        bot_id = _need_id(args)
+        method, path = ("DELETE", f"/api/bots/{bot_id}") if action == "stop" else \
+            ("POST", f"/api/bots/{bot_id}/{action}")
+        data = request(s, method, path)
+        return data, f"{action} requested for bot {bot_id}"
+    if action == "kill":
+        data = request(s, "POST", "/api/trading/kill")
+        return data, f"kill switch engaged: {len(data.get('bots', []))} bots flattened and stopped"
+    data = request(s, "POST", "/api/trading/resume")
+    return data, "trading resumed: new bots are accepted"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one `qmx bots` action; 0 on success, 1 daemon/HTTP problem, 2 bad arguments."""
+    try:
+        data, text = _dispatch(args)
+    except CliError as exc:
+        print(f"qmx bots: {exc}", file=sys.stderr)
+        return exc.code
+    print(json.dumps(data, indent=2) if args.json else text)
+    return 0
