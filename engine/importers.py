@@ -208,7 +208,7 @@ def _table(data: bytes, name: str, delim: bytes, ncols: int, header_lines: int) 
     keep[:header_lines] = False
     rows = np.flatnonzero(keep)
     if rows.size == 0:
-        raise DataFormatError(name, None, "empty file: no bars after the header")
+        raise DataFormatError(name, header_lines + 1, "no bars after the header")
     wrong = rows[counts[rows] != ncols - 1]
     if wrong.size:
         row = int(wrong[0])
@@ -242,10 +242,12 @@ def detect_format(data: bytes) -> str | None:
     return None
 
 
-def _columns_by_name(header: list[str], name: str) -> dict[str, int]:
+def _columns_by_name(header: list[str], name: str, brackets: bool = False) -> dict[str, int]:
     seen: dict[str, int] = {}
     for i, col in enumerate(header):
-        key = col.strip().strip('"').strip("<>").lower()
+        key = col.strip().strip('"').lower()
+        if brackets and key.startswith("<") and key.endswith(">"):  # MT5 writes <OPEN>
+            key = key[1:-1]
         if key and key in seen:
             raise DataFormatError(name, 1, f"column {col!r} appears twice in the header")
         seen[key] = i
@@ -254,7 +256,7 @@ def _columns_by_name(header: list[str], name: str) -> dict[str, int]:
 
 def _parse_mt5(data: bytes, name: str) -> _Parsed:
     header = _header(data).split("\t")
-    cols = _columns_by_name(header, name)
+    cols = _columns_by_name(header, name, brackets=True)
     missing = [c for c in ("date", "open", "high", "low", "close") if c not in cols]
     if missing:
         raise DataFormatError(name, 1, f"MT5 header lacks {['<' + m.upper() + '>' for m in missing]}")
