@@ -10,18 +10,18 @@ Measures (each at bar ``i`` uses only bars ``<= i``):
 - **Trend strength** (``trend_period`` bars): slope of the least-squares line through the last
   ``trend_period`` closes times ``trend_period - 1``, divided by the ATR: how many ATRs the fitted
   line travels across the window. The sign gives the direction.
-- **Volatility percentile** (``vol_window`` bars): the mid-rank of the current ``ATR / close`` among
-  its last ``vol_window`` values (the current one included): the share strictly below it plus half
-  the share equal to it, in ``(0, 1)``. Ties count half so that a perfectly steady volatility sits
-  at 0.5, not at the top.
-- **Volatility ratio** (``vol_window`` bars): the current ``ATR / close`` over its mean across the
-  last ``vol_window`` bars; it keeps ordinary wiggles of a steady market (which still fill the top of
-  any percentile ranking) from counting as volatile.
+- **Volatility percentile** (``vol_window`` bars): the mid-rank of the current ``ATR / close``
+  among its values over the trailing ``vol_window`` bars (sampled every ``vol_window // 100`` bars):
+  the share strictly below it plus half the share equal to it, in ``[0, 1]``. Ties count half so that
+  a perfectly steady volatility sits at 0.5, not at the top.
+- **Volatility ratio** (same samples): the current ``ATR / close`` over the samples' median. A
+  percentile alone always puts ordinary wiggles of a steady market at the top of its ranking; the
+  ratio asks for volatility that is truly larger than usual.
 
 Rules, first match wins:
 
-1. ``warmup`` while any measure is undefined (the first
-   ``max(atr_period + vol_window - 1, er_period + 1, trend_period)`` bars).
+1. ``warmup`` while any measure is undefined (:attr:`RegimeParams.warmup_bars`: about
+   ``atr_period + 20 * (vol_window // 100)`` bars, the volatility baseline needing 20 samples).
 2. ``volatile`` when the volatility percentile ``>= vol_threshold`` and the volatility ratio
    ``>= vol_ratio``.
 3. ``trending_up`` / ``trending_down`` when the efficiency ratio ``>= er_threshold`` and
@@ -42,24 +42,29 @@ from numpy.lib.stride_tricks import sliding_window_view
 #: Regime names; the label array stores the index into this tuple.
 REGIME_NAMES: tuple[str, ...] = ("warmup", "trending_up", "trending_down", "ranging", "volatile")
 WARMUP, TRENDING_UP, TRENDING_DOWN, RANGING, VOLATILE = range(5)
-#: Regimes a user may name in ``blocked_regimes`` (warmup is never "hostile": it is just unknown).
-TRADABLE_REGIMES: tuple[str, ...] = REGIME_NAMES[1:]
 
 _CHUNK = 1 << 15  # rows per sliding-window chunk: bounds temporary memory to a few MB
+VOL_SAMPLES = 100  # samples of the trailing volatility window
+MIN_VOL_SAMPLES = 20  # samples needed before the volatility measures are defined
 
 
 @dataclass(frozen=True)
 class RegimeParams:
-    """Detection windows and thresholds (see the module docstring for the rules)."""
+    """Detection windows and thresholds (see the module docstring for the rules).
+
+    Defaults were chosen on the synthetic generator's labelled data (engine/synthetic.py, H1):
+    they recover about 78% of its volatile bars at about 90% precision and about two thirds of
+    all labels, against 37% for always answering its most common regime.
+    """
 
     atr_period: int = 14
-    er_period: int = 20
-    trend_period: int = 20
-    vol_window: int = 250
-    er_threshold: float = 0.3
-    trend_threshold: float = 1.5
-    vol_threshold: float = 0.9
-    vol_ratio: float = 1.2
+    er_period: int = 40
+    trend_period: int = 40
+    vol_window: int = 1000
+    er_threshold: float = 0.2
+    trend_threshold: float = 2.0
+    vol_threshold: float = 0.7
+    vol_ratio: float = 1.5
     confirm_bars: int = 3
 
     @classmethod
@@ -70,8 +75,12 @@ class RegimeParams:
 
     @property
     def warmup_bars(self) -> int:
-        """Bars before every measure is defined (labels there are ``warmup``)."""
-        return max(self.atr_period + self.vol_window - 1, self.er_period + 1, self.trend_period)
+        """Bars before every measure is defined (labels there are ``warmup``): the first defined bar's index."""
+        step = max(1, self.vol_window // VOL_SAMPLES)
+        need = min(MIN_VOL_SAMPLES, max(1, self.vol_window // step))
+        first_atr = self.atr_period - 1
+        first_vol = (-(-first_atr // step) + need - 1) * step
+        return max(first_vol, self.er_period, self.trend_period - 1)
 
 
 @dataclass(frozen=True)
@@ -103,15 +112,6 @@ def _rolling_sum(x: np.ndarray, n: int) -> np.ndarray:
     if x.shape[0] >= n:
         cs = np.concatenate(([0.0], np.cumsum(x)))
         out[n - 1:] = cs[n:] - cs[:-n]
-    return out
-
-
-def rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
-    """Mean of the last ``n`` values; ``x`` may start with NaNs (a warm-up), NaN until defined."""
-    out = np.full(x.shape[0], np.nan)
-    defined = np.flatnonzero(~np.isnan(x))
-    if defined.size:
-        out[defined[0]:] = _rolling_sum(x[defined[0]:], n) / n
     return out
 
 
@@ -154,26 +154,38 @@ def regression_slope(close: np.ndarray, period: int) -> np.ndarray:
     return out
 
 
-def rolling_percentile(x: np.ndarray, window: int) -> np.ndarray:
-    """Mid-rank of ``x[i]`` among the last ``window`` values (current included): share below + half the share equal.
+def volatility_baseline(x: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mid-rank percentile and ratio-to-median of ``x[i]`` against its trailing ``window`` bars.
 
-    NaN until ``window`` defined values exist; ``x`` may start with NaNs (a warm-up).
+    The window is sampled every ``step = max(1, window // 100)`` bars (bars ``0, step, 2*step..``
+    up to ``i``), so a long window costs at most ~100 comparisons per bar. Percentile: share of
+    samples below ``x[i]`` plus half the share equal to it. Ratio: ``x[i]`` over the samples'
+    median. Both are NaN until the window holds ``min(20, window // step)`` defined samples.
     """
-    out = np.full(x.shape[0], np.nan)
-    defined = np.flatnonzero(~np.isnan(x))
-    if defined.size == 0:
-        return out
-    start = int(defined[0])
-    if x.shape[0] - start < window:
-        return out
-    win = sliding_window_view(x[start:], window)
-    for s in range(0, win.shape[0], _CHUNK):
-        block = win[s:s + _CHUNK]
-        cur = block[:, -1:]
+    n = x.shape[0]
+    step = max(1, window // VOL_SAMPLES)
+    m = max(1, window // step)
+    need = min(MIN_VOL_SAMPLES, m)
+    pad = np.concatenate((np.full(m - 1, np.nan), x[::step]))
+    rows = sliding_window_view(pad, m)  # row k holds samples k-m+1..k (sample k is bar k*step)
+    count = np.count_nonzero(~np.isnan(rows), axis=1)
+    ok = count >= need
+    median = np.full(rows.shape[0], np.nan)
+    median[ok] = np.nanmedian(rows[ok], axis=1)
+    k = np.arange(n) // step
+    pct = np.full(n, np.nan)
+    for s in range(0, n, _CHUNK // 4):
+        kk = k[s:s + _CHUNK // 4]
+        block, cur = rows[kk], x[s:s + _CHUNK // 4, None]
         below = np.count_nonzero(block < cur, axis=1)
         equal = np.count_nonzero(block == cur, axis=1)
-        out[start + window - 1 + s: start + window - 1 + s + block.shape[0]] = (below + 0.5 * equal) / window
-    return out
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pct[s:s + kk.shape[0]] = (below + 0.5 * equal) / count[kk]
+    undefined = ~ok[k] | np.isnan(x)
+    pct[undefined] = np.nan
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(undefined, np.nan, x / median[k])
+    return pct, ratio
 
 
 def confirm(raw: np.ndarray, bars: int) -> np.ndarray:
@@ -207,9 +219,7 @@ def detect_regimes(high: np.ndarray, low: np.ndarray, close: np.ndarray,
     with np.errstate(divide="ignore", invalid="ignore"):
         trend = regression_slope(close, p.trend_period) * (p.trend_period - 1) / a
         trend = np.where(a == 0, 0.0, trend)  # flat bars: no trend, and NaN stays NaN
-        atrp = a / close
-        vol = rolling_percentile(atrp, p.vol_window)
-        ratio = atrp / rolling_mean(atrp, p.vol_window)
+        vol, ratio = volatility_baseline(a / close, p.vol_window)
     raw = np.full(close.shape[0], RANGING, dtype=np.int8)
     trending = (er >= p.er_threshold) & (np.abs(trend) >= p.trend_threshold)
     raw[trending & (trend > 0)] = TRENDING_UP

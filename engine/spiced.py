@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import asdict
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from engine.bars import Bars, ns_to_iso
-from engine.regime import (REGIME_NAMES, TRADABLE_REGIMES, VOLATILE, RANGING, WARMUP,
+from engine.regime import (REGIME_NAMES, VOLATILE, RANGING, WARMUP,
                            RegimeParams, Regimes, detect_regimes, transitions)
 from engine.sizing import KellyStats, SizingParams, size_entry, sizing_atr
 
@@ -23,38 +24,39 @@ from engine.sizing import KellyStats, SizingParams, size_entry, sizing_atr
 #: ``regime_style = "trend"`` or ``"mean_reversion"``.
 TREND_STRATEGIES = frozenset({"sma_cross", "donchian_breakout"})
 MEAN_REVERSION_STRATEGIES = frozenset({"rsi_reversion", "bollinger_reversion"})
-REGIME_STYLES = ("trend", "mean_reversion")
 
 LIST_CAP = 500  # items kept in each analytics list (totals are always exact)
 _SIDE = {1: "BUY", -1: "SELL"}
 
-# option -> (kind, default, low, high, low_inclusive); kind in "int", "float", "bool".
-_NUMERIC: dict[str, tuple[str, Any, float, float, bool]] = {
-    "min_confidence": ("float", 0.0, 0.0, 1.0, True),
-    "risk_per_trade": ("float", 0.01, 0.0, 0.1, False),
-    "kelly_cap": ("float", 0.25, 0.0, 1.0, False),
-    "kelly_min_trades": ("int", 20, 1, 100_000, True),
-    "kelly_floor": ("float", 0.2, 0.0, 1.0, True),
-    "atr_period": ("int", 14, 1, 10_000, True),
-    "atr_stop_mult": ("float", 2.0, 0.0, 100.0, False),
-    "max_leverage": ("float", 10.0, 0.0, 1000.0, False),
-    "size_step": ("float", 1.0, 0.0, 1e12, False),
-    "er_period": ("int", 20, 2, 10_000, True),
-    "trend_period": ("int", 20, 2, 10_000, True),
-    "vol_window": ("int", 250, 10, 100_000, True),
-    "er_threshold": ("float", 0.3, 0.0, 1.0, True),
-    "trend_threshold": ("float", 1.5, 0.0, 1000.0, True),
-    "vol_threshold": ("float", 0.9, 0.0, 1.0, False),
-    "vol_ratio": ("float", 1.2, 0.0, 100.0, True),
-    "confirm_bars": ("int", 3, 1, 1000, True),
-    "log_limit": ("int", 500, 0, 1_000_000, True),
+# option -> (kind, low, high, low_inclusive); kind "int" or "float"; defaults live in the
+# RegimeParams / SizingParams dataclasses and in _OWN_DEFAULTS.
+_NUMERIC: dict[str, tuple[str, float, float, bool]] = {
+    "min_confidence": ("float", 0.0, 1.0, True),
+    "risk_per_trade": ("float", 0.0, 0.1, False),
+    "kelly_cap": ("float", 0.0, 1.0, False),
+    "kelly_min_trades": ("int", 1, 100_000, True),
+    "kelly_floor": ("float", 0.0, 1.0, True),
+    "atr_period": ("int", 1, 10_000, True),
+    "atr_stop_mult": ("float", 0.0, 100.0, False),
+    "max_leverage": ("float", 0.0, 1000.0, False),
+    "size_step": ("float", 0.0, 1e12, False),
+    "er_period": ("int", 2, 10_000, True),
+    "trend_period": ("int", 2, 10_000, True),
+    "vol_window": ("int", 10, 1_000_000, True),
+    "er_threshold": ("float", 0.0, 1.0, True),
+    "trend_threshold": ("float", 0.0, 1000.0, True),
+    "vol_threshold": ("float", 0.0, 1.0, True),
+    "vol_ratio": ("float", 0.0, 100.0, True),
+    "confirm_bars": ("int", 1, 1000, True),
+    "log_limit": ("int", 0, 1_000_000, True),
 }
+_OWN_DEFAULTS: dict[str, Any] = {"min_confidence": 0.0, "log_limit": 500}
 _BOOLS = {"regime_filter": True, "risk_sizing": True}
 OPTIONS: tuple[str, ...] = ("blocked_regimes", *_NUMERIC, *_BOOLS)
 
 
 def _check_number(name: str, value: Any) -> str | None:
-    kind, _, lo, hi, lo_incl = _NUMERIC[name]
+    kind, lo, hi, lo_incl = _NUMERIC[name]
     span = f"{'[' if lo_incl else '('}{lo:g}, {hi:g}]"
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if kind == "int" and not is_int:
@@ -71,9 +73,10 @@ def validate_spiced_options(spiced: Mapping[str, Any]) -> dict[str, str]:
     errors: dict[str, str] = {}
     for key, value in spiced.items():
         if key == "blocked_regimes":
-            ok = isinstance(value, (list, tuple)) and all(v in TRADABLE_REGIMES for v in value)
+            ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) and v in REGIME_NAMES
+                                                           for v in value)
             if not ok:
-                errors[key] = f"must be a list drawn from {list(TRADABLE_REGIMES)}, got {value!r}"
+                errors[key] = f"must be a list drawn from {list(REGIME_NAMES)}, got {value!r}"
         elif key in _BOOLS:
             if not isinstance(value, bool):
                 errors[key] = f"must be true or false, got {value!r}"
@@ -103,8 +106,7 @@ def resolve_options(spiced: Mapping[str, Any], strategy_name: str,
     errors = validate_spiced_options(spiced)
     if errors:
         raise ValueError("; ".join(f"`spiced.{k}` {v}" for k, v in errors.items()))
-    out: dict[str, Any] = {k: spec[1] for k, spec in _NUMERIC.items()}
-    out.update(_BOOLS)
+    out: dict[str, Any] = {**asdict(RegimeParams()), **asdict(SizingParams()), **_OWN_DEFAULTS, **_BOOLS}
     out["blocked_regimes"] = default_blocked_regimes(strategy_name, strategy)
     out.update({k: (list(v) if k == "blocked_regimes" else v) for k, v in spiced.items()})
     return out
@@ -149,6 +151,7 @@ class SpicedPlan:
         self._logged = 0          # log lines written so far (capped at log_limit)
         self._unlogged = 0        # lines suppressed by the cap
         self._next_change = 0     # index into self.changes of the next regime change to log
+        self._finished = False    # the end-of-run log lines are written
         self.skipped: list[tuple[int, int, str]] = []   # entries the sizer turned down
         self._sized = self._capped = 0
         self._units_sum = 0.0
@@ -163,7 +166,7 @@ class SpicedPlan:
             self._unlogged += 1
 
     def _flush_changes(self, upto: int) -> None:
-        """Log regime changes on bars ``<= upto`` not yet logged, so they precede later trades."""
+        """Log regime changes on bars ``<= upto`` not yet logged (the log stays in bar order)."""
         while self._next_change < self.changes.size and self.changes[self._next_change] <= upto:
             i = int(self.changes[self._next_change])
             self._next_change += 1
@@ -175,7 +178,6 @@ class SpicedPlan:
     def sizer(self, i: int, side: int, ref_price: float, stop_price: float | None,
               equity: float, closed_pnls: Sequence[float]) -> float:
         """Units for an entry decided on bar ``i`` (``side`` 1 buy, -1 sell); 0 skips the entry."""
-        self._flush_changes(i)
         if not self.options["risk_sizing"]:
             return self.default_units
         self._kelly.update(closed_pnls)
@@ -191,3 +193,115 @@ class SpicedPlan:
         self._capped += d.leverage_capped
         self._units_sum += d.units
         return d.units
+
+    # -- analytics -----------------------------------------------------------------------------
+    def block_reason(self, i: int, side: int) -> str:
+        """Why an entry decided on bar ``i`` is refused by ``allow_entry`` (one log-ready phrase)."""
+        label = int(self.regimes.labels[i])
+        return (f"{_SIDE.get(side, side)} blocked in regime {REGIME_NAMES[label]} "
+                f"({_measures(self.regimes, i, label)})")
+
+    def _filtered(self, sim: Any) -> list[tuple[int, int, str, str]]:
+        """Every refused entry in bar order: (bar, side, regime name, reason)."""
+        reg = self.regimes
+        rows = []
+        for i, side in getattr(sim, "blocked_entries", []):
+            label = int(reg.labels[i])
+            rows.append((int(i), int(side), REGIME_NAMES[label],
+                         f"regime {REGIME_NAMES[label]} is blocked ({_measures(reg, i, label)})"))
+        for i, side, reason in self.skipped:
+            rows.append((int(i), int(side), reg.name(i), reason))
+        rows.sort(key=lambda r: r[0])
+        return rows
+
+    def _log_rest(self, filtered: list[tuple[int, int, str, str]]) -> None:
+        """Log regime changes and filtered entries merged in bar order, so that ``log_limit`` keeps
+        the earliest of both kinds; then one line for what the cap hid."""
+        if self._finished:
+            return  # analytics() may be asked twice; the log says everything once
+        self._finished = True
+        for i, side, regime, reason in filtered:
+            self._flush_changes(i)
+            if reason.startswith("regime"):
+                self._info(f"Entry filtered: {self.block_reason(i, side)} at "
+                           f"{ns_to_iso(self.bars.time[i])} (bar {i})")
+        self._flush_changes(len(self.bars))
+        if self._unlogged:
+            self.log.info("%d further regime log lines not logged (log_limit %d per run); "
+                          "see results.regime_analytics", self._unlogged, self.options["log_limit"])
+
+    def _performance(self, sim: Any) -> dict[str, dict[str, Any]]:
+        """Closed trades grouped by the regime of the bar their entry was decided on."""
+        entry = np.asarray(getattr(sim, "entry_bar", []), dtype=np.int64)
+        pnl = np.asarray(getattr(sim, "pnl", []), dtype=np.float64)
+        decided = self.regimes.labels[np.maximum(entry - 1, 0)] if entry.size else entry
+        out = {}
+        for code, name in enumerate(REGIME_NAMES):
+            p = pnl[decided == code]
+            wins = int(np.count_nonzero(p > 0))
+            out[name] = {"trades": int(p.size), "wins": wins,
+                         "win_rate": round(100.0 * wins / p.size, 4) if p.size else None,
+                         "pnl": round(float(p.sum()), 2),
+                         "avg_pnl": round(float(p.mean()), 2) if p.size else None}
+        return out
+
+    def analytics(self, sim: Any) -> dict[str, Any]:
+        """``results["regime_analytics"]`` of a finished run (plain JSON values; see docs/readme/spiced.md)."""
+        reg, n = self.regimes, len(self.bars)
+        counts = np.bincount(reg.labels, minlength=len(REGIME_NAMES))
+        filtered = self._filtered(sim)
+        self._log_rest(filtered)
+        changes = self.changes[:LIST_CAP].tolist()
+        last = n - 1
+        return {
+            "regimes": list(REGIME_NAMES),
+            "bars_per_regime": {name: {"bars": int(c), "pct": round(100.0 * c / n, 2) if n else 0.0}
+                                for name, c in zip(REGIME_NAMES, counts.tolist())},
+            "current_regime": reg.name(last) if n else "warmup",
+            "transitions": [{"time": ns_to_iso(self.bars.time[i]), "bar": i,
+                             "from": reg.name(i - 1), "to": reg.name(i)} for i in changes],
+            "transitions_total": int(self.changes.size),
+            "filtered_trades": [{"time": ns_to_iso(self.bars.time[i]), "bar": i,
+                                 "side": "long" if side > 0 else "short", "regime": regime,
+                                 "reason": reason} for i, side, regime, reason in filtered[:LIST_CAP]],
+            "filtered_total": len(filtered),
+            "filtered_by_regime": {name: sum(1 for f in filtered if f[2] == name and f[3].startswith("regime"))
+                                   for name in REGIME_NAMES},
+            "skipped_by_sizing": len(self.skipped),
+            "performance_by_regime": self._performance(sim),
+            "sizing": self._sizing_summary(),
+            "warmup_bars": int(np.argmax(reg.labels != WARMUP)) if (reg.labels != WARMUP).any() else n,
+            "last_measures": {} if not n else {
+                "efficiency_ratio": _json_num(reg.efficiency[last]), "trend": _json_num(reg.trend[last]),
+                "vol_pct": _json_num(reg.vol_pct[last]), "vol_ratio": _json_num(reg.vol_ratio[last]),
+                "atr": _json_num(reg.atr[last])},
+            "options": dict(self.options),
+        }
+
+    def _sizing_summary(self) -> dict[str, Any]:
+        return {"enabled": bool(self.options["risk_sizing"]), "entries_sized": self._sized,
+                "entries_skipped": len(self.skipped), "leverage_capped": self._capped,
+                "avg_units": round(self._units_sum / self._sized, 4) if self._sized else None,
+                "kelly_fraction": _json_num(f) if (f := self._kelly.fraction(self.sizing.kelly_min_trades))
+                is not None else None,
+                "kelly_multiplier": self._last_multiplier, "closed_trades_seen": self._kelly.seen}
+
+
+def prepare_spiced(bars: Bars, strategy: Any, config: Any, logger: logging.Logger | None = None) -> SpicedPlan:
+    """Detect regimes over ``bars`` and build the plan the simulator consults for a spiced run.
+
+    ``config`` is the :class:`~engine.config.BacktestConfig` (its ``spiced`` options, ``strategy``
+    name and ``units``); ``strategy`` the strategy instance (for ``regime_style``). Raises
+    ``ValueError`` naming an invalid option.
+    """
+    name = config.strategy if ":" not in str(config.strategy) else getattr(strategy, "name", "")
+    options = resolve_options(config.spiced, name, strategy)
+    regimes = detect_regimes(bars.high, bars.low, bars.close, RegimeParams.from_options(options))
+    plan = SpicedPlan(bars, regimes, options, config.units, logger)
+    counts = np.bincount(regimes.labels, minlength=len(REGIME_NAMES))
+    share = ", ".join(f"{REGIME_NAMES[k]} {100.0 * c / max(len(bars), 1):.1f}%"
+                      for k, c in enumerate(counts.tolist()) if c)
+    blocked = options["blocked_regimes"] if options["regime_filter"] else []
+    plan._info(f"Regime detection on {len(bars)} bars: {share}; {plan.changes.size} regime changes; "
+               f"entries blocked in {blocked}")
+    return plan
