@@ -1,0 +1,302 @@
+"""The Daemon facade: what the server calls. It owns the processes, actors and the run store.
+
+    daemon = Daemon(data_dir, workers=4, deliver=hub.deliver)
+    daemon.start()                       # spawns the log process and the workers, waits for them
+    bid = daemon.submit_backtest(cfg)    # writes the queued row (call it from an executor)
+    daemon.subscribe(client_id, "backtest")
+    daemon.stop()                        # interrupts running jobs, stops every process
+
+Every command except ``start``/``stop``/``submit_*`` is a ``tell``: it never blocks and is safe
+from any thread, including the event loop.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import pykka
+
+from actors.codec import unpack
+from actors.connections import ConnectionManager, Disconnect, Publish, Subscribe, Unsubscribe
+from actors.process import (LOG_QUEUE_MAXSIZE, OUTBOX_MAXSIZE, ChildHandle, ChildSpec,
+                            CrashBudget, QueueLogHandler)
+from actors.runstore import RunStore
+from actors.supervisor import (MAX_QUEUE, WORKER, CancelJob, FromChildren, SharedState, Shutdown,
+                               SubmitJob, Supervisor, ToChild)
+
+Deliver = Callable[[list[tuple[str, tuple[int, ...]]]], None]
+
+LOG_SPEC = ChildSpec("log", "actors.logproc:log_main")
+#: Extra child processes started, watched and restarted like the workers (one line each).
+#: A child receives commands sent with ``Daemon.send_to_child(name, cmd)``.
+EXTRA_CHILDREN: list[ChildSpec] = [
+    ChildSpec("trading", "actors.trading:trading_main"),  # paper-trading bots (issue 5)
+]
+#: Event types the bridge hands straight to the ConnectionManager (no run state to keep).
+DIRECT_EVENTS = frozenset({"trading_update", "bench_event"})
+
+log = logging.getLogger("actors.daemon")
+
+
+class QueueFull(RuntimeError):
+    """The job queue holds MAX_QUEUE jobs already; the submission was refused."""
+
+
+class DaemonNotRunning(RuntimeError):
+    """A command was given to a daemon that is not started or already stopping."""
+
+
+class Daemon:
+    """The actor daemon: worker pool, log process, supervisor, connection manager, run store."""
+
+    def __init__(self, data_dir: str | Path, workers: int, deliver: Deliver, *,
+                 diagnostics: bool = False, children: list[ChildSpec] | None = None,
+                 crash_limit: int = 5, crash_window: float = 60.0) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"`workers` must be an integer >= 1, got {workers!r}")
+        if not callable(deliver):
+            raise TypeError(f"`deliver` must be callable, got {deliver!r}")
+        self.data_dir = Path(data_dir)
+        self.workers = workers
+        self.diagnostics = diagnostics
+        self._deliver = deliver
+        self._extra = list(EXTRA_CHILDREN if children is None else children)
+        self._budget = CrashBudget(crash_limit, crash_window)
+        self._state = "new"
+        self._lock = threading.Lock()
+        self._shared = SharedState()
+        self.store: RunStore | None = None
+        self.interrupted_at_start: list[str] = []
+
+    @property
+    def store_path(self) -> Path:
+        """Where the SQLite run store lives: ``data_dir/qmx.sqlite``."""
+        return self.data_dir / "qmx.sqlite"
+
+    # ------------------------------------------------------------------ lifetime
+    def start(self, timeout: float = 60.0) -> None:
+        """Spawn the log process and the workers; return once all are ready, or raise."""
+        with self._lock:
+            if self._state != "new":
+                raise RuntimeError(f"Daemon.start() called in state {self._state!r}; start once")
+            self._state = "starting"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        mp = multiprocessing.get_context("spawn")  # we have threads: never fork
+        self._outbox = mp.Queue(maxsize=OUTBOX_MAXSIZE)
+        self._log_queue = mp.Queue(maxsize=LOG_QUEUE_MAXSIZE)
+        self.store = RunStore(self.store_path)
+        self.interrupted_at_start = self.store.mark_interrupted(
+            "found queued or running when the daemon started; the previous daemon stopped first")
+        self._log_handler = QueueLogHandler(self._log_queue, "main")
+        logging.getLogger().addHandler(self._log_handler)
+        if logging.getLogger("actors").level == logging.NOTSET:
+            logging.getLogger("actors").setLevel(logging.INFO)
+        self._cm = ConnectionManager.start(self._deliver)
+        self._children = self._make_children(mp)
+        self._sup = Supervisor.start(self._children, self.store, self._cm, self._shared,
+                                     self._budget)
+        self._bridge_stop = threading.Event()
+        self._bridge = threading.Thread(target=self._bridge_loop, name="outbox-bridge", daemon=True)
+        self._bridge.start()
+        with self._lock:
+            self._state = "running"
+        self._wait_ready(timeout)
+        log.info("daemon started: %d workers, data dir %s", self.workers, self.data_dir)
+
+    def _make_children(self, mp: Any) -> dict[str, list[ChildHandle]]:
+        specs = [LOG_SPEC, ChildSpec(WORKER, "actors.worker:worker_main", self.workers)] + self._extra
+        return {s.name: [ChildHandle(s, i, mp, self._outbox, self._log_queue, str(self.data_dir))
+                         for i in range(s.count)] for s in specs}
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            h = self._shared.health()
+            if h["children_total"] and h["children_ready"] == h["children_total"]:
+                return
+            if time.monotonic() > deadline or h["degraded"]:
+                self.stop()
+                raise RuntimeError(f"daemon processes not ready within {timeout} s: "
+                                   f"{h['children_ready']}/{h['children_total']} ready")
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 8.0) -> None:
+        """Stop accepting work, end running jobs as ``interrupted``, stop every process.
+
+        Children get until ``timeout`` minus 1.5 s to exit, then are terminated and killed.
+        Idempotent; safe to call when start() failed half-way.
+        """
+        with self._lock:
+            if self._state in ("new", "stopping", "stopped"):
+                self._state = "stopped" if self._state == "new" else self._state
+                return
+            self._state = "stopping"
+        deadline = time.monotonic() + timeout
+        try:
+            self._sup.ask(Shutdown("the daemon is shutting down"), timeout=min(3.0, timeout / 2))
+        except (pykka.Timeout, pykka.ActorDeadError):
+            log.warning("supervisor did not acknowledge shutdown in time")
+        others = [h for name, hs in self._children.items() if name != "log" for h in hs]
+        for h in others:
+            h.shutdown(deadline - 1.5)
+        logging.getLogger().removeHandler(self._log_handler)
+        for h in self._children["log"]:
+            h.send({"cmd": "stop"})
+            h.shutdown(deadline - 0.5)
+        self._bridge_stop.set()
+        self._bridge.join(1.0)
+        for ref in (self._sup, self._cm):
+            try:
+                ref.stop(block=True, timeout=max(0.5, deadline - time.monotonic()))
+            except pykka.Timeout:
+                log.warning("actor %s did not stop in time", ref)
+        for q in (self._outbox, self._log_queue):
+            q.cancel_join_thread()
+            q.close()
+        assert self.store is not None
+        self.store.close()
+        with self._lock:
+            self._state = "stopped"
+
+    def _bridge_loop(self) -> None:
+        """Outbox -> actors: decode batches, route events, one tell per destination per round."""
+        while not self._bridge_stop.is_set():
+            try:
+                raws = [self._outbox.get(timeout=0.1)]
+            except (queue.Empty, OSError, ValueError):
+                continue
+            while len(raws) < 64:
+                try:
+                    raws.append(self._outbox.get_nowait())
+                except (queue.Empty, OSError, ValueError):
+                    break
+            direct: list[dict[str, Any]] = []
+            rest: list[dict[str, Any]] = []
+            for raw in raws:
+                for msg in unpack(raw):
+                    (direct if msg.get("type") in DIRECT_EVENTS else rest).append(msg)
+            try:
+                if direct:
+                    self._cm.tell(Publish(direct))
+                if rest:
+                    self._sup.tell(FromChildren(rest))
+            except pykka.ActorDeadError:
+                return
+
+    # ------------------------------------------------------------------ commands
+    def _check_running(self) -> None:
+        if self._state != "running":
+            raise DaemonNotRunning(f"the daemon is {self._state}; it accepts work only while running")
+
+    def _check_queue(self) -> None:
+        if self._shared.health()["queue_length"] >= MAX_QUEUE:
+            raise QueueFull(f"the job queue is full ({MAX_QUEUE} jobs waiting); try again later")
+
+    def submit_backtest(self, config: dict[str, Any]) -> str:
+        """Queue a backtest (``config`` as validated by ``engine.parse_config``); returns its id.
+
+        Writes the ``queued`` row before returning (blocking I/O: call it from an executor).
+        Raises :class:`QueueFull` or :class:`DaemonNotRunning`.
+        """
+        if not isinstance(config, dict):
+            raise TypeError(f"`config` must be a dict, got {type(config).__name__}")
+        self._check_running()
+        self._check_queue()
+        assert self.store is not None
+        bid = str(uuid.uuid4())
+        self.store.create_run(bid, config)
+        self._sup.tell(SubmitJob(bid, "backtest", config))
+        return bid
+
+    def submit_sweep(self, config: dict[str, Any], grid: dict[str, list[Any]],
+                     objective: str = "sharpe_ratio") -> str:
+        """Queue a parameter sweep split over all workers; returns its ``sweep_id``."""
+        if not isinstance(config, dict):
+            raise TypeError(f"`config` must be a dict, got {type(config).__name__}")
+        if not isinstance(grid, dict) or not grid:
+            raise ValueError(f"`grid` must be a non-empty object of parameter -> values, got {grid!r}")
+        if not isinstance(objective, str) or not objective:
+            raise ValueError(f"`objective` must be a metric name or expression, got {objective!r}")
+        self._check_running()
+        self._check_queue()
+        assert self.store is not None
+        sid = str(uuid.uuid4())
+        self.store.create_run(sid, config, kind="sweep", extra={"grid": grid, "objective": objective})
+        self._sup.tell(SubmitJob(sid, "sweep", config, {"grid": grid, "objective": objective}))
+        return sid
+
+    def submit_burst(self, count: int, rate: float | None = None, size: int = 100) -> str:
+        """Diagnostics: a worker emits ``count`` bench_event events (topic ``bench``)."""
+        if not self.diagnostics:
+            raise RuntimeError("submit_burst needs a daemon started with diagnostics=True")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"`count` must be an integer >= 1, got {count!r}")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))
+                                 or rate <= 0):
+            raise ValueError(f"`rate` must be a number > 0 or None (as fast as possible), got {rate!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"`size` must be an integer >= 0, got {size!r}")
+        self._check_running()
+        job_id = f"burst-{uuid.uuid4()}"
+        self._sup.tell(SubmitJob(job_id, "burst", {}, {"count": count, "rate": rate, "size": size}))
+        return job_id
+
+    def cancel_backtest(self, backtest_id: str, reason: str = "cancelled by request") -> bool:
+        """Cancel a queued or running backtest; False if unknown or already finished.
+
+        A running backtest stops at its next progress check, or its worker is killed after
+        0.8 s; either way it ends as ``cancelled`` with ``backtest_error`` "Backtest cancelled".
+        """
+        if self._state != "running" or self._shared.status_of(backtest_id) is None:
+            return False
+        self._sup.tell(CancelJob(backtest_id, reason))
+        return True
+
+    def subscribe(self, client_id: int, topic: str, since: int | None = None) -> None:
+        """Subscribe a client; the reply (and replay when ``since`` is given) comes via deliver."""
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+            raise ValueError(f"`since` must be an integer >= 0 or None, got {since!r}")
+        self._tell_cm(Subscribe(client_id, topic, since))
+
+    def unsubscribe(self, client_id: int, topic: str) -> None:
+        """Unsubscribe a client from one topic (replies ``unsubscription_confirmed``)."""
+        self._tell_cm(Unsubscribe(client_id, topic))
+
+    def disconnect(self, client_id: int) -> None:
+        """Forget every subscription of a closed client (no reply)."""
+        self._tell_cm(Disconnect(client_id))
+
+    def _tell_cm(self, msg: Any) -> None:
+        if self._state not in ("running", "starting"):
+            return
+        try:
+            self._cm.tell(msg)
+        except pykka.ActorDeadError:
+            pass
+
+    def trading_command(self, cmd: dict[str, Any]) -> None:
+        """Forward a bot command to the trading process's inbox (see actors/trading.py)."""
+        self.send_to_child("trading", cmd)
+
+    def send_to_child(self, name: str, cmd: dict[str, Any]) -> None:
+        """Put ``cmd`` on the inbox of the live child process named ``name``."""
+        if not isinstance(cmd, dict):
+            raise TypeError(f"`cmd` must be a dict, got {type(cmd).__name__}")
+        self._check_running()
+        self._sup.tell(ToChild(name, cmd))
+
+    def health(self) -> dict[str, Any]:
+        """A cheap snapshot: workers alive/total, queue length, running, crash budget, degraded."""
+        h = self._shared.health()
+        h["accepting"] = self._state == "running"
+        h["state"] = self._state
+        h["log_records_dropped"] = getattr(getattr(self, "_log_handler", None), "dropped", 0)
+        if h.get("degraded"):
+            h["status"] = "degraded"
+        return h

@@ -1,0 +1,175 @@
+"""The log process: gathers every process's log records, writes them to a file, streams log_entry.
+
+Records arrive as msgpack dicts on one bounded queue (producers drop and count when it is full,
+see :class:`actors.process.QueueLogHandler`). The :class:`LogActor` writes every record to
+``data_dir/logs/qmx.log`` (rotating, 10 MB x 5) and turns it into a spec ``log_entry`` event:
+records of loggers named ``backtest.<id>`` carry ``backtest_id`` (topic ``backtest``), all others
+go to the ``logs`` topic. At most 2000 log_entry events per second are streamed; the rest are
+still written to the file and counted, and a WARNING entry says how many were not streamed, so a
+log flood cannot starve backtest events on the shared outbox.
+
+A worker sends a *barrier* ``{"barrier": <job id>}`` through the same queue right before a run's
+final event; the actor forwards it as ``_log_barrier`` after every earlier record, which lets the
+supervisor hold the final event until the run's log entries have been published.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import logging.handlers
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pykka
+
+from actors.codec import unpack
+from actors.process import ChildIO
+
+STREAM_LIMIT_PER_S = 2000
+_LEVELS = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARNING", "ERROR": "ERROR",
+           "CRITICAL": "ERROR"}
+
+
+def iso_from_epoch(created: float) -> str:
+    """ISO 8601 UTC with milliseconds and ``Z`` of a ``time.time()`` value."""
+    ms = int(created * 1000)
+    return dt.datetime.fromtimestamp(ms // 1000, tz=dt.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
+
+
+def log_entry(rec: dict[str, Any]) -> dict[str, Any]:
+    """The spec's ``log_entry`` event of one record dict (``backtest_id`` only for run loggers)."""
+    name = str(rec.get("name", ""))
+    data: dict[str, Any] = {}
+    if name.startswith("backtest.") and len(name) > 9:
+        data["backtest_id"] = name[9:]
+    data.update({
+        "timestamp": iso_from_epoch(float(rec.get("created", time.time()))),
+        "level": _LEVELS.get(str(rec.get("levelname")), "INFO"),
+        "message": str(rec.get("message", "")),
+        "module": str(rec.get("module", "")),
+        "function": str(rec.get("funcName", "")),
+        "line": int(rec.get("lineno", 0) or 0),
+        "logger_name": name,
+    })
+    return {"type": "log_entry", "data": data}
+
+
+class LogActor(pykka.ThreadingActor):
+    """Writes record batches to the log file and streams them as rate-limited log_entry events."""
+
+    use_daemon_thread = True
+
+    def __init__(self, io: ChildIO, log_dir: Path) -> None:
+        super().__init__()
+        self._io = io
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._file = logging.handlers.RotatingFileHandler(
+            log_dir / "qmx.log", maxBytes=10_000_000, backupCount=5, encoding="utf-8")
+        self._file.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s [%(processName)s] %(name)s %(module)s.%(funcName)s:"
+            "%(lineno)d %(message)s"))
+        self._window_start = time.monotonic()
+        self._streamed = 0
+        self.not_streamed = 0
+        self._unreported = 0
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, list):
+            self._handle(message)
+        return None
+
+    def on_stop(self) -> None:
+        self._report_unstreamed(force=True)
+        self._file.close()
+
+    def _handle(self, batch: list[dict[str, Any]]) -> None:
+        for rec in batch:
+            if "barrier" in rec:
+                self._io.send({"type": "_log_barrier", "data": {"job_id": rec["barrier"]}})
+                continue
+            self._write(rec)
+            if rec.get("dropped"):
+                self._write({"name": "actors.logproc", "levelname": "WARNING", "message":
+                             f"{rec['dropped']} log records of {rec.get('processName')} were dropped "
+                             "(log queue full)", "created": time.time(), "module": "logproc",
+                             "funcName": "_handle", "lineno": 0, "processName": "log-0"})
+            if self._allow():
+                self._io.send(log_entry(rec), droppable=True)
+            else:
+                self.not_streamed += 1
+                self._unreported += 1
+        self._report_unstreamed()
+
+    def _allow(self) -> bool:
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._window_start, self._streamed = now, 0
+        self._streamed += 1
+        return self._streamed <= STREAM_LIMIT_PER_S
+
+    def _report_unstreamed(self, force: bool = False) -> None:
+        if not self._unreported or (self._streamed > STREAM_LIMIT_PER_S and not force):
+            return
+        rec = {"name": "actors.logproc", "levelname": "WARNING", "created": time.time(),
+               "message": f"{self._unreported} log entries were written to the log file but not "
+                          f"streamed (limit {STREAM_LIMIT_PER_S}/s)",
+               "module": "logproc", "funcName": "_report_unstreamed", "lineno": 0}
+        self._unreported = 0
+        self._write(rec)
+        self._io.send(log_entry(rec))
+
+    def _write(self, rec: dict[str, Any]) -> None:
+        record = logging.LogRecord(str(rec.get("name", "")), logging.getLevelName(
+            str(rec.get("levelname", "INFO"))) if str(rec.get("levelname")) in _LEVELS else logging.INFO,
+            "", int(rec.get("lineno", 0) or 0), str(rec.get("message", "")), None, None,
+            str(rec.get("funcName", "")))
+        record.module = str(rec.get("module", ""))
+        record.created = float(rec.get("created", time.time()))
+        record.msecs = (record.created % 1) * 1000
+        record.processName = str(rec.get("processName", ""))
+        try:
+            self._file.emit(record)
+        except Exception:  # a full disk must not stop streaming
+            pass
+
+
+def _drain(q: Any, first: bytes, limit: int = 1000) -> list[dict[str, Any]]:
+    batch = [unpack(first)]
+    while len(batch) < limit:
+        try:
+            batch.append(unpack(q.get_nowait()))
+        except queue.Empty:
+            break
+    return batch
+
+
+def log_main(io: ChildIO) -> None:
+    """Entry point of the log process (``actors.logproc:log_main``)."""
+    # Our own records go straight to the file, never back into the queue we read.
+    logging.getLogger().handlers.clear()
+    actor = LogActor.start(io, Path(io.ctx.data_dir) / "logs")
+    q = io.ctx.log_queue
+    stopper = threading.Thread(target=lambda: [None for _ in io.messages()], name="log-inbox",
+                               daemon=True)
+    stopper.start()
+    io.ready()
+    try:
+        while not io.stopping.is_set() and stopper.is_alive():
+            try:
+                first = q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            actor.tell(_drain(q, first))
+        # Stopping: take what is already queued so the last words of other processes survive.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                actor.tell(_drain(q, q.get(timeout=0.05)))
+            except queue.Empty:
+                break
+    finally:
+        actor.stop(block=True, timeout=5)
