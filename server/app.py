@@ -62,7 +62,7 @@ def make_app(data_dir: str | os.PathLike[str], workers: int, *,
 
 
 async def _daemon_ctx(app: web.Application) -> AsyncIterator[None]:
-    from actors import Daemon, RunStore  # noqa: PLC0415 - the CLI imports this module cheaply
+    from actors.daemon import Daemon  # noqa: PLC0415 - the CLI imports this module cheaply
 
     loop = asyncio.get_running_loop()
     hub, services = app[HUB], app[SERVICES]
@@ -71,18 +71,13 @@ async def _daemon_ctx(app: web.Application) -> AsyncIterator[None]:
     data_dir.mkdir(parents=True, exist_ok=True)
     daemon = Daemon(data_dir, app[WORKERS], hub.deliver, diagnostics=app[DIAGNOSTICS])
     await loop.run_in_executor(None, daemon.start)
-    services.store = RunStore(_store_path(daemon, data_dir))
+    services.store = daemon.store  # the read side: per-thread SQLite connections (WAL)
     services.daemon = hub.daemon = daemon
     try:
         yield
     finally:
         services.daemon = hub.daemon = None
         await loop.run_in_executor(None, daemon.stop, DAEMON_STOP_TIMEOUT)
-
-
-def _store_path(daemon: object, data_dir: Path) -> Path:
-    path = getattr(daemon, "store_path", None)
-    return Path(path) if path is not None else data_dir / "qmx.sqlite"
 
 
 async def _close_sockets(app: web.Application) -> None:

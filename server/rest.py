@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any, Callable, Mapping, TypeVar
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from server import openapi
 from server.keys import DATA_DIR, DIAGNOSTICS, HUB, STARTED, daemon_of, store_of
@@ -36,6 +36,17 @@ def json_error(status: int, message: str, **extra: Any) -> web.HTTPException:
 
 async def _blocking(fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+async def _submit(fn: Callable[..., T], *args: Any) -> T:
+    """Run a daemon submission in the executor; a full queue or a stopping daemon is a JSON 503."""
+    from actors.daemon import DaemonNotRunning, QueueFull  # noqa: PLC0415
+
+    try:
+        return await _blocking(fn, *args)
+    except (QueueFull, DaemonNotRunning) as exc:
+        raise web.HTTPServiceUnavailable(text=json.dumps({"error": str(exc)}),
+                                         content_type="application/json") from None
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -76,31 +87,45 @@ async def _validated_config(request: web.Request, body: Any) -> dict[str, Any]:
 
 async def _check_data(request: web.Request, symbol: str, timeframe: str,
                       start: str | None, end: str | None) -> None:
-    from engine import DataNotFound, DataStore  # noqa: PLC0415
+    from engine import DataStore  # noqa: PLC0415
 
     store = DataStore(request.app[DATA_DIR])
-    symbols = await _blocking(_symbols, store)
-    if symbol not in symbols:
-        raise json_error(404, f"unknown symbol {symbol!r}; available: {sorted(symbols)} "
-                              "(import data with POST /api/data or `qmx data import`)")
-    try:
-        bars = await _blocking(store.load, symbol, timeframe, start, end)
-    except DataNotFound as exc:
-        raise json_error(422, f"no data for the request: {exc}") from None
-    if len(bars) == 0:
-        raise json_error(422, f"no {symbol} {timeframe} bars between {start or 'the start'} and "
-                              f"{end or 'the end'} of the stored data")
+    problem = await _blocking(_data_problem, store, symbol, timeframe, start, end)
+    if problem is not None:
+        raise json_error(*problem)
 
 
-def _symbols(store: Any) -> set[str]:
-    return {str(entry["symbol"]) for entry in store.list()}
+def _data_problem(store: Any, symbol: str, timeframe: str, start: str | None,
+                  end: str | None) -> tuple[int, str] | None:
+    """(404, why) for an unknown symbol, (422, why) for no bars in range, else None.
+
+    Uses the store's summary rows (cheap); only a timeframe that would be resampled is loaded.
+    """
+    from engine import DataNotFound  # noqa: PLC0415
+
+    rows = store.list()
+    mine = {r["timeframe"]: r for r in rows if r["symbol"] == symbol}
+    if not mine:
+        return 404, (f"unknown symbol {symbol!r}; available: {sorted({r['symbol'] for r in rows})} "
+                     "(import data with POST /api/data or `qmx data import`)")
+    row = mine.get(timeframe)
+    if row is None:
+        try:
+            store.load(symbol, timeframe, start, end)
+        except DataNotFound as exc:
+            return (404 if exc.kind == "symbol" else 422), str(exc)
+        return None
+    if (end and end < row["start"]) or (start and start > row["end"]):
+        return 422, (f"no {symbol} {timeframe} bars between {start or 'the start'} and "
+                     f"{end or 'the end'}; available {row['start']} .. {row['end']}")
+    return None
 
 
 async def post_backtest(request: web.Request) -> web.Response:
     """Queue a backtest; 202 ``{backtest_id, status: "queued"}``."""
     config = await _validated_config(request, await _json_body(request))
     daemon = daemon_of(request.app)
-    backtest_id = await _blocking(daemon.submit_backtest, config)
+    backtest_id = await _submit(daemon.submit_backtest, config)
     return web.json_response({"backtest_id": backtest_id, "status": "queued"}, status=202)
 
 
@@ -176,7 +201,7 @@ async def post_sweep(request: web.Request) -> web.Response:
     if errors:
         raise json_error(400, "invalid request", errors=errors)
     await _check_data(request, config.symbol, config.timeframe, config.start_date, config.end_date)
-    sweep_id = await _blocking(daemon_of(request.app).submit_sweep, dict(config.to_dict()), grid,
+    sweep_id = await _submit(daemon_of(request.app).submit_sweep, dict(config.to_dict()), grid,
                                objective)
     return web.json_response({"sweep_id": sweep_id, "status": "queued"}, status=202)
 
@@ -195,6 +220,66 @@ async def get_sweep(request: web.Request) -> web.Response:
     if sweep is None:
         raise json_error(404, f"no sweep with id {sweep_id!r}")
     return web.json_response(sweep)
+
+
+# ---------------------------------------------------------------------------------- data
+_UPLOAD_FIELDS = ("symbol", "timeframe", "format", "utc_shift")
+
+
+async def get_data(request: web.Request) -> web.Response:
+    """Stored symbols and timeframes with their date ranges (SYNTH always present)."""
+    from engine import DataStore  # noqa: PLC0415
+
+    rows = await _blocking(DataStore(request.app[DATA_DIR]).list)
+    return web.json_response({"data": rows})
+
+
+async def post_data(request: web.Request) -> web.Response:
+    """Import a CSV of bars (multipart field ``file``, or the raw body); 201 with the stored row.
+
+    ``symbol``, ``timeframe``, ``format`` (auto) and ``utc_shift`` (hours, 0) come from the query
+    string or multipart fields. Nothing is stored when the file has a problem (400 names the line).
+    """
+    from engine import DataFormatError, DataStore  # noqa: PLC0415
+
+    fields, content, filename = await _upload(request)
+    errors = {}
+    for name in ("symbol", "timeframe"):
+        if not fields.get(name):
+            errors[name] = "required (query parameter or multipart field)"
+    try:
+        shift = float(fields.get("utc_shift") or 0)
+    except ValueError:
+        errors["utc_shift"] = f"must be a number of hours, got {fields['utc_shift']!r}"
+        shift = 0.0
+    if not content:
+        errors["file"] = "the upload is empty; send the CSV as the body or a multipart field 'file'"
+    if errors:
+        raise json_error(400, "invalid request", errors=errors)
+    store = DataStore(request.app[DATA_DIR])
+    try:
+        row = await _blocking(store.import_csv, content, fields["symbol"], fields["timeframe"],
+                              fields.get("format") or "auto", shift, filename)
+    except DataFormatError as exc:
+        raise json_error(400, str(exc), line=exc.line, problem=exc.problem) from None
+    except ValueError as exc:
+        raise json_error(400, str(exc)) from None
+    return web.json_response(row, status=201)
+
+
+async def _upload(request: web.Request) -> tuple[dict[str, str], bytes, str]:
+    fields = {k: request.query[k] for k in _UPLOAD_FIELDS if k in request.query}
+    if not request.content_type.startswith("multipart/"):
+        return fields, await request.read(), fields.get("symbol", "upload") + ".csv"
+    content, filename = b"", "upload.csv"
+    async for part in await request.multipart():
+        if not isinstance(part, BodyPartReader):
+            continue  # a nested multipart: not something an upload form sends
+        if part.name == "file":
+            content, filename = await part.read(decode=False), part.filename or filename
+        elif part.name in _UPLOAD_FIELDS:
+            fields[part.name] = (await part.text()).strip()
+    return fields, bytes(content), filename
 
 
 # ---------------------------------------------------------------------- health, strategies
@@ -254,6 +339,8 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/api/sweeps", post_sweep)
     r.add_get("/api/sweeps", list_sweeps)
     r.add_get("/api/sweeps/{id}", get_sweep)
+    r.add_get("/api/data", get_data)
+    r.add_post("/api/data", post_data)
     r.add_get("/api/health", get_health)
     r.add_get("/api/strategies", get_strategies)
     r.add_get("/api/openapi.json", get_openapi)

@@ -7,15 +7,19 @@
 
 Each daemon is a dict: ``url`` (http://127.0.0.1:PORT), ``ws_url`` (ws://.../ws), ``port``,
 ``proc`` (``subprocess.Popen``), ``data_dir`` (``Path``), ``log`` (path of its stdout+stderr).
+``api(daemon, method, path, body)`` is a small blocking JSON client for its REST API.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -71,6 +75,23 @@ def stop_daemon(daemon: Daemon, timeout: float = 10.0) -> int | None:
             except Exception:  # noqa: BLE001 - already gone
                 pass
     return proc.returncode
+
+
+def api(daemon: Daemon, method: str, path: str, body: Any = None,
+        timeout: float = 30.0) -> tuple[int, Any]:
+    """Call the daemon's REST API; returns ``(status, decoded JSON body or None)``.
+
+    ``body`` is sent as JSON unless it is ``bytes`` (sent as is)."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    req = urllib.request.Request(daemon["url"] + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+        exc.close()
+    return status, (json.loads(raw) if raw else None)
 
 
 def _children(pid: int) -> list[Any]:
