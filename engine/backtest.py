@@ -93,7 +93,7 @@ def to_json(value: Any) -> Any:
 
 
 def _iso(ns: np.ndarray) -> list[str]:
-    s = np.datetime_as_string(np.asarray(ns, dtype=np.int64).astype("datetime64[ms]"), unit="ms")
+    s = np.datetime_as_string((np.asarray(ns, dtype=np.int64) // 1_000_000).astype("datetime64[ms]"), unit="ms")
     return [t + "Z" for t in s.tolist()]
 
 

@@ -92,7 +92,7 @@ class RsiReversion(Strategy):
         return {}
 
     def init(self, bars: Bars) -> None:
-        self.warmup = self.period + 1
+        self.warmup = self.period  # first bar with an RSI value
         self.r = rsi(bars.close, self.period)
         self.rl = self.r.tolist()
 
@@ -132,7 +132,7 @@ class DonchianBreakout(Strategy):
     )
 
     def init(self, bars: Bars) -> None:
-        self.warmup = max(self.period, self.exit_period)
+        self.warmup = min(self.period, self.exit_period)  # first bar with a channel value
         n = len(bars)
 
         def prev(a: np.ndarray) -> np.ndarray:  # the channel of the bars before i, not including i
@@ -174,7 +174,7 @@ class BollingerReversion(Strategy):
     )
 
     def init(self, bars: Bars) -> None:
-        self.warmup = self.period
+        self.warmup = self.period - 1  # first bar with band values
         self.lo, self.mid, self.up = bollinger(bars.close, self.period, self.k)
         self.close = bars.close
         self.lists = [a.tolist() for a in (bars.close, self.lo, self.mid, self.up)]

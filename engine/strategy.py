@@ -30,6 +30,7 @@ Example (a user strategy file, run with ``--strategy my_strats.py:Momentum``)::
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 import sys
@@ -234,7 +235,7 @@ def load_strategy_file(spec: str) -> type[Strategy]:
     path = Path(path_s).expanduser()
     if not path.is_file():
         raise ValueError(f"`strategy` file not found: {str(path)!r}")
-    mod_name = f"qmx_user_strategy_{abs(hash(str(path.resolve())))}"
+    mod_name = "qmx_user_strategy_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     module_spec = importlib.util.spec_from_file_location(mod_name, path)
     if module_spec is None or module_spec.loader is None:
         raise ValueError(f"`strategy` file cannot be imported: {str(path)!r}")

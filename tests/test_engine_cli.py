@@ -1,0 +1,100 @@
+"""`qmx backtest`: exit codes, one-line errors naming options, --json shape, progress, banners."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.cli import main
+from tests.conftest import REPO, SHARED_DATA
+
+EURUSD = str(SHARED_DATA / "EURUSD_H1.csv")
+#: the spec's backtest_complete data fields
+SPEC_FIELDS = {"backtest_id", "final_balance", "total_trades", "win_rate", "sharpe_ratio", "drawdown",
+               "return_pct", "duration_seconds", "timestamp", "results"}
+
+
+def test_bad_arguments_one_line_each_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(["backtest", "--data-dir", str(tmp_path), "--timeframe", "H2", "--param", "fast",
+                 "--balance", "x", "--variant", "foo", "--size-unit", "bars", "--from", "2023-13-01"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [
+        "qmx backtest: error: --param must be NAME=VALUE, got 'fast'",
+        "qmx backtest: error: --balance must be a number, got 'x'",
+        "qmx backtest: error: --timeframe: must be one of ['M1', 'M5', 'M15', 'M30', 'H1', 'H4', 'D1'], got 'H2'",
+        "qmx backtest: error: --variant: must be one of ['vanilla', 'spiced', 'vanilla_full', 'spiced_full'], "
+        "got 'foo'",
+        "qmx backtest: error: --from: must be a date YYYY-MM-DD, got '2023-13-01'",
+        "qmx backtest: error: --size-unit: must be one of ['units', 'lots'], got 'bars'",
+    ]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--param", "fast=30"], "--param fast: must be < slow (20), got 30"),
+    (["--param", "fats=3"], "--param fats: unknown parameter of sma_cross; allowed: ['fast', 'mode', 'slow', "
+                            "'stop_loss_pct', 'take_profit_pct']"),
+    (["--strategy", "nope"], "--strategy: must be one of ['bollinger_reversion', 'donchian_breakout', "
+                             "'rsi_reversion', 'sma_cross'] or 'path/to/file.py:ClassName', got 'nope'"),
+    (["--symbol", "NOPE"], "--symbol/--timeframe/--from/--to: "),
+    (["--data", "missing.csv"], "--data: file 'missing.csv' does not exist or is not a file"),
+    (["--spread", "-1"], "--spread: must be >= 0.0, got -1.0"),
+])
+def test_each_bad_argument_is_named(argv: list[str], expected: str, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backtest", "--data-dir", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"qmx backtest: error: {expected}")
+
+
+def test_json_output_has_the_spec_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["backtest", "--symbol", "EURUSD", "--data", EURUSD, "--param", "fast=10", "--param", "slow=20",
+                 "--balance", "1000000", "--size", "1", "--size-unit", "lots", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    data = json.loads(out)
+    assert set(data) == SPEC_FIELDS
+    assert round(data["final_balance"], 2) == 1001422.0 and data["total_trades"] == 262
+    for key in ("metrics", "trades", "equity", "open_trade", "data", "config"):
+        assert key in data["results"]
+    assert data["results"]["data"]["synthetic"] is False
+    assert "progress 0%" in err and "progress 100% (5000/5000 bars, 262 trades)" in err
+
+
+def test_table_says_synthetic_and_spiced_runs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(["backtest", "--data-dir", str(tmp_path), "--symbol", "SYNTH", "--from", "2023-01-01",
+                 "--to", "2023-03-31", "--variant", "spiced", "--param", "stop_loss_pct=1.5"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "SYNTHETIC DATA" in out.splitlines()[1]
+    assert "Sharpe ratio" in out and "Regimes:" in out
+
+
+def test_user_strategy_file_and_verbose_log(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = f"{REPO / 'scripts' / 'examples_strategy.py'}:UserSmaCross"
+    code = main(["backtest", "--symbol", "EURUSD", "--data", EURUSD, "--strategy", spec, "--verbose",
+                 "--size", "0.1", "--size-unit", "lots"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "user_sma_cross" not in err
+    assert "INFO Trade executed: BUY 0.1 lots EURUSD @ " in err
+
+
+def test_server_unreachable_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = main(["backtest", "--server", f"http://127.0.0.1:{port}", "--follow"])
+    assert code == 1
+    assert "cannot reach" in capsys.readouterr().err
+
+
+def test_real_process_json() -> None:
+    proc = subprocess.run([sys.executable, "-m", "server.cli", "backtest", "--symbol", "EURUSD", "--data",
+                           EURUSD, "--strategy", "rsi_reversion", "--json"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert set(json.loads(proc.stdout)) == SPEC_FIELDS
