@@ -11,6 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -317,7 +318,8 @@ def _parse_generic(data: bytes, name: str) -> _Parsed:
     t = _table(data, name, delim.encode(), len(header), 1)
     label = header[0].strip() or "time"
     ns = _generic_times(t, label)
-    out = {k: t.numbers(cols[k], k) for k in ("open", "high", "low", "close", "volume", "spread") if k in cols}
+    out: dict[str, np.ndarray] = {k: t.numbers(cols[k], k) for k in
+                                  ("open", "high", "low", "close", "volume", "spread") if k in cols}
     out.setdefault("volume", np.zeros(len(ns)))
     return out, ns, t
 
@@ -339,41 +341,48 @@ _PARSERS = {"mt5": _parse_mt5, "histdata": _parse_histdata, "dukascopy": _parse_
             "generic": _parse_generic}
 
 
+def _first(mask: np.ndarray) -> int | None:
+    return int(np.argmax(mask)) if mask.any() else None
+
+
 def _check(t: _Table, cols: dict[str, np.ndarray], ns: np.ndarray, timeframe: str) -> None:
     """Raise for the earliest line with a problem: NaN/inf, negative volume, OHLC order, time order."""
-    problems: list[tuple[int, str]] = []
+    found: list[tuple[int, str]] = []
 
-    def first(mask: np.ndarray, describe: object) -> None:
-        if mask.any():
-            row = int(np.argmax(mask))
-            problems.append((row, describe(row)))  # type: ignore[operator]
+    def note(row: int | None, problem: str) -> None:
+        if row is not None:
+            found.append((row, problem))
 
     for key, a in cols.items():
-        first(~np.isfinite(a), lambda r, k=key, a=a: f"{k} is {a[r]} (NaN and infinity are not allowed)")
+        if (r := _first(~np.isfinite(a))) is not None:
+            note(r, f"{key} is {a[r]} (NaN and infinity are not allowed)")
     for key in ("volume", "spread"):
-        if key in cols:
-            first(cols[key] < 0, lambda r, k=key: f"{k} is negative ({cols[k][r]})")
+        if key in cols and (r := _first(cols[key] < 0)) is not None:
+            note(r, f"{key} is negative ({cols[key][r]})")
     o, h, lo, c = cols["open"], cols["high"], cols["low"], cols["close"]
-    first(h < lo, lambda r: f"high {h[r]} < low {lo[r]}")
-    first(h < np.maximum(o, c), lambda r: f"high {h[r]} < max(open {o[r]}, close {c[r]})")
-    first(lo > np.minimum(o, c), lambda r: f"low {lo[r]} > min(open {o[r]}, close {c[r]})")
+    if (r := _first(h < lo)) is not None:
+        note(r, f"high {h[r]} < low {lo[r]}")
+    if (r := _first(h < np.maximum(o, c))) is not None:
+        note(r, f"high {h[r]} < max(open {o[r]}, close {c[r]})")
+    if (r := _first(lo > np.minimum(o, c))) is not None:
+        note(r, f"low {lo[r]} > min(open {o[r]}, close {c[r]})")
     step = np.diff(ns)
-    first(np.concatenate(([False], step <= 0)),
-          lambda r: f"time {_iso(ns[r])} is not after the previous bar's {_iso(ns[r - 1])} "
+    if (r := _first(step <= 0)) is not None:
+        note(r + 1, f"time {_iso(ns[r + 1])} is not after the previous bar's {_iso(ns[r])} "
                     "(times must be strictly increasing)")
     tf_ns = TIMEFRAMES[timeframe] * NS_PER_S
-    first(np.concatenate(([False], (step > 0) & (step < tf_ns))),
-          lambda r: f"bar is {(ns[r] - ns[r - 1]) // NS_PER_S} s after the previous one, but {timeframe} "
-                    f"bars are {tf_ns // NS_PER_S} s apart; import it at its own timeframe and resample")
-    if problems:
-        row, problem = min(problems)
+    if (r := _first((step > 0) & (step < tf_ns))) is not None:
+        note(r + 1, f"bar is {step[r] // NS_PER_S} s after the previous one, but {timeframe} bars are "
+                    f"{tf_ns // NS_PER_S} s apart; import it at its own timeframe and resample")
+    if found:
+        row, problem = min(found, key=lambda p: p[0])  # earliest line; ties: the check listed first
         raise t.fail(row, problem)
     if len(ns) >= 20 and step.min() > tf_ns:
         raise DataFormatError(t.name, None, f"no two bars are one {timeframe} ({tf_ns // NS_PER_S} s) apart; "
                                             f"the closest are {step.min() // NS_PER_S} s apart: wrong timeframe?")
 
 
-def _iso(ns: int) -> str:
+def _iso(ns: Any) -> str:
     return str(np.datetime64(int(ns), "ns").astype("datetime64[s]")).replace("T", " ")
 
 
