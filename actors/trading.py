@@ -6,7 +6,8 @@ process's main thread is the bridge: it decodes inbox commands and tells the
 ``data_dir/bots.sqlite`` (WAL). Commands (msgpack dicts on the inbox):
 
 - ``{"cmd": "create", "bot_id": ID, "config": {...}}`` (the REST body; validated again here)
-- ``{"cmd": "pause"|"resume"|"stop", "bot_id": ID}`` (stop flattens)
+- ``{"cmd": "pause"|"resume"|"stop_bot", "bot_id": ID}`` (stop_bot flattens; plain ``"stop"``
+  is the process-level command that ends this child)
 - ``{"cmd": "kill"}`` flattens every bot (status ``killed``) and refuses new bots until
   ``{"cmd": "resume_trading"}``.
 
@@ -267,12 +268,12 @@ class TradingActor(pykka.ThreadingActor):
         cmd, bot_id = message.get("cmd"), message.get("bot_id")
         if cmd == "create":
             self._create(str(bot_id), message.get("config") or {})
-        elif cmd in ("pause", "resume", "stop"):
+        elif cmd in ("pause", "resume", "stop_bot"):
             ref = self._refs.get(str(bot_id))
             if ref is None:
                 log.info("%s ignored: bot %s is not live", cmd, bot_id)
             else:
-                ref.tell(BotCommand(str(cmd), message.get("reason")))
+                ref.tell(BotCommand(str(cmd).removesuffix("_bot"), message.get("reason")))
         elif cmd == "kill":
             self._kill()
         elif cmd == "resume_trading":

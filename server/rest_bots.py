@@ -129,7 +129,9 @@ async def _act(request: web.Request, action: str) -> web.Response:
     if row["status"] not in ACTIONS[action]:
         raise json_error(409, f"cannot {action} bot {row['id']!r} while it is {row['status']!r}; "
                               f"{action} applies to statuses {sorted(ACTIONS[action])}")
-    daemon_of(request.app).trading_command({"cmd": action, "bot_id": row["id"]})
+    # "stop" alone is the process-level stop of the trading child; bots get "stop_bot"
+    cmd = "stop_bot" if action == "stop" else action
+    daemon_of(request.app).trading_command({"cmd": cmd, "bot_id": row["id"]})
     return web.json_response({"bot_id": row["id"], "action": action, "status": row["status"]},
                              status=202)
 

@@ -1,0 +1,246 @@
+"""End to end against a real `qmx serve`: bots over REST/CLI, `trading_update` over /ws,
+the kill switch, a SIGKILLed trading process and a daemon restart with bot state intact."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from server.cli import main as qmx
+from tests.conftest import eventually
+from tests.fixtures_daemon import Daemon, api, stop_daemon
+
+pytestmark = pytest.mark.e2e
+
+BOT = {"symbol": "SYNTH", "timeframe": "H1", "start_date": "2018-01-01", "end_date": "2018-06-30",
+       "strategy": "sma_cross", "params": {"fast": 5, "slow": 12},
+       "feed": {"type": "replay", "seconds_per_bar": 0.02}}
+BOOM = '''
+from engine.strategy import Param, Strategy
+
+class Boom(Strategy):
+    name = "boom"
+    params = (Param("at", 3, int, "bar index that raises", min=0),)
+    def next(self, i, position):
+        if i >= self.at:
+            raise RuntimeError(f"boom at bar {i}")
+        return 1
+'''
+
+
+class Listener:
+    """A WebSocket client on its own thread, subscribed to ``topic``, keeping every frame."""
+
+    def __init__(self, daemon: Daemon, topic: str) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(daemon["ws_url"], topic), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), f"no subscription_confirmed for {topic!r}"
+
+    def _run(self, url: str, topic: str) -> None:
+        with connect(url) as ws:
+            ws.send(json.dumps({"action": "subscribe", "topic": topic}))
+            if json.loads(ws.recv(10)) == {"type": "subscription_confirmed", "topic": topic}:
+                self._ready.set()
+            while not self._stop.is_set():
+                try:
+                    raw = ws.recv(0.2)
+                except TimeoutError:
+                    continue
+                except ConnectionClosed:
+                    return
+                with self._lock:
+                    self.frames.append(json.loads(raw))
+
+    def updates(self, bot_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [f["data"] for f in self.frames
+                    if f["type"] == "trading_update" and f["data"]["bot_id"] == bot_id]
+
+    def statuses(self, bot_id: str) -> list[str]:
+        out: list[str] = []
+        for u in self.updates(bot_id):
+            if not out or out[-1] != u["status"]:
+                out.append(u["status"])
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def listen() -> Any:
+    opened: list[Listener] = []
+
+    def open_(daemon: Daemon, topic: str) -> Listener:
+        opened.append(Listener(daemon, topic))
+        return opened[-1]
+
+    yield open_
+    for listener in opened:
+        listener.close()
+
+
+def start_bot(daemon: Daemon, **changes: Any) -> str:
+    status, body = api(daemon, "POST", "/api/bots", {**BOT, **changes})
+    assert status == 202 and body["status"] == "starting", body
+    return str(body["bot_id"])
+
+
+def bot(daemon: Daemon, bot_id: str) -> dict[str, Any]:
+    status, body = api(daemon, "GET", f"/api/bots/{bot_id}")
+    assert status == 200, body
+    return dict(body)
+
+
+def has_status(listener: Listener, bot_id: str, *wanted: str) -> Callable[[], bool]:
+    def check() -> bool:
+        seq = listener.statuses(bot_id)
+        it = iter(seq)
+        return all(any(s == w for s in it) for w in wanted)  # in this order, gaps allowed
+    return check
+
+
+def test_bot_starts_trades_pauses_stops_and_a_failing_strategy_stays_isolated(
+        daemon_factory: Callable[..., Daemon], listen: Any, tmp_path: Path) -> None:
+    d = daemon_factory(workers=1)
+    trading, backtests = listen(d, "trading"), listen(d, "backtest")
+    status, body = api(d, "POST", "/api/bots", {"symbol": "", "timeframe": "H2", "feed": {"type": "tape"},
+                                                "risk": {"max_daily_loss": -1}, "params": 5})
+    assert status == 400 and body["error"] == "invalid request"
+    assert {"symbol", "timeframe", "feed.type", "risk.max_daily_loss", "params"} <= set(body["errors"])
+    assert "['replay', 'synthetic']" in body["errors"]["feed.type"]
+    status, body = api(d, "POST", "/api/bots", {**BOT, "symbol": "NOPE"})
+    assert status == 422 and "NOPE" in body["error"]
+    (tmp_path / "boom.py").write_text(BOOM)
+    good = start_bot(d)
+    bad = start_bot(d, strategy=f"{tmp_path / 'boom.py'}:Boom", params={"at": 40})
+    eventually(has_status(trading, good, "starting", "running"), timeout=20)
+    eventually(lambda: any(u["pnl"] != 0 and u["trades"] > 0 for u in trading.updates(good)), timeout=30)
+    eventually(has_status(trading, bad, "starting", "running", "error"), timeout=30)
+    error = [u for u in trading.updates(bad) if u["status"] == "error"][0]
+    assert "boom at bar 40" in error["reason"] and error["open_positions"] == 0
+    # the failing bot took nothing down: the good one keeps trading
+    n = bot(d, good)["trades"]
+    eventually(lambda: bot(d, good)["trades"] > n and bot(d, good)["status"] == "running", timeout=30)
+    assert api(d, "POST", f"/api/bots/{good}/pause")[0] == 202
+    eventually(has_status(trading, good, "running", "paused"))
+    status, body = api(d, "POST", f"/api/bots/{bad}/resume")
+    assert status == 409 and "'error'" in body["error"]
+    assert api(d, "POST", f"/api/bots/{good}/resume")[0] == 202
+    eventually(has_status(trading, good, "running", "paused", "running"))
+    assert api(d, "DELETE", f"/api/bots/{good}")[0] == 202
+    eventually(has_status(trading, good, "paused", "running", "stopped"))
+    final = bot(d, good)
+    assert final["status"] == "stopped" and final["positions"] == [] and final["open_positions"] == 0
+    assert len(final["trade_list"]) == final["trades"] > 0
+    assert final["pnl"] == pytest.approx(sum(t["pnl"] for t in final["trade_list"]), abs=0.01)
+    assert trading.updates(good)[-1]["pnl"] == final["pnl"]
+    for u in trading.updates(good):  # the spec's three fields, always
+        assert isinstance(u["bot_id"], str) and isinstance(u["status"], str)
+        assert isinstance(u["pnl"], (int, float)) and not isinstance(u["pnl"], bool)
+    assert api(d, "GET", "/api/bots/nope")[0] == 404
+    assert not [f for f in backtests.frames if f["type"] == "trading_update"]
+
+
+def test_kill_switch_flattens_every_bot_and_refuses_new_ones_until_resume(
+        daemon_factory: Callable[..., Daemon], listen: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    d = daemon_factory(workers=1)
+    trading = listen(d, "trading")
+    url = d["url"]
+    assert qmx(["bots", "start", "--symbol", "SYNTH", "--from", "2018-01-01", "--to", "2018-06-30",
+                "--param", "fast=5", "--param", "slow=12", "--speed", "0.02", "--server", url]) == 0
+    first = capsys.readouterr().out.split()[-1]
+    second = start_bot(d, name="second")
+    for b in (first, second):
+        eventually(lambda: bot(d, b)["open_positions"] == 1, timeout=30)  # noqa: B023
+    assert qmx(["bots", "list", "--server", url]) == 0
+    listing = capsys.readouterr().out
+    assert first in listing and "second" in listing and "running" in listing
+    assert qmx(["bots", "kill", "--server", url]) == 0
+    assert "2 bots" in capsys.readouterr().out
+    for b in (first, second):
+        eventually(has_status(trading, b, "running", "killed"))
+        state = bot(d, b)
+        assert state["status"] == "killed" and state["positions"] == [] and state["trades"] > 0
+        assert state["trade_list"][-1]["exit_reason"].startswith("kill switch")
+    status, body = api(d, "POST", "/api/bots", BOT)
+    assert status == 409 and "kill switch" in body["error"]
+    assert qmx(["bots", "start", "--symbol", "SYNTH", "--server", url]) == 1
+    assert "halted" in capsys.readouterr().err
+    assert api(d, "GET", "/api/bots")[1]["halted"] is True
+    assert qmx(["bots", "resume-trading", "--server", url]) == 0
+    eventually(lambda: api(d, "GET", "/api/bots")[1]["halted"] is False)
+    third = start_bot(d)
+    eventually(has_status(trading, third, "starting", "running"), timeout=20)
+    assert bot(d, first)["status"] == "killed"  # resuming trading does not revive killed bots
+
+
+def test_cli_errors_are_one_line_with_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert qmx(["bots", "list", "--server", "http://127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "http://127.0.0.1:9" in err and "\n" not in err
+    assert qmx(["bots", "stop", "--server", "http://127.0.0.1:9"]) == 2
+    assert "BOT_ID" in capsys.readouterr().err
+    assert qmx(["bots", "start", "--server", "http://127.0.0.1:9"]) == 2
+    assert qmx(["bots", "start", "--symbol", "X", "--feed", "tape"]) == 2
+    assert "['replay', 'synthetic']" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        qmx(["bots", "frobnicate"])
+    assert exc.value.code == 2
+
+
+def trading_process(daemon: Daemon) -> psutil.Process:
+    procs = [p for p in psutil.Process(daemon["proc"].pid).children(recursive=True)
+             if p.name() == "qmx-trading"]
+    assert len(procs) == 1, procs
+    return procs[0]
+
+
+def test_sigkill_of_the_trading_process_and_a_daemon_restart_keep_bots_intact(
+        daemon_factory: Callable[..., Daemon], listen: Any, tmp_path: Path) -> None:
+    d = daemon_factory(data_dir=tmp_path / "data", workers=1)
+    trading = listen(d, "trading")
+    a, b = start_bot(d), start_bot(d, params={"fast": 3, "slow": 8})
+    eventually(lambda: bot(d, a)["trades"] >= 3 and bot(d, b)["trades"] >= 3, timeout=30)
+    victim = trading_process(d)
+    status, body = api(d, "POST", "/api/backtests", {"symbol": "SYNTH", "timeframe": "H1",
+                                                     "start_date": "2019-01-01", "end_date": "2019-12-31"})
+    assert status == 202
+    before = {x: bot(d, x)["trade_list"] for x in (a, b)}
+    victim.kill()
+    for x in (a, b):
+        eventually(has_status(trading, x, "running", "error", "running"), timeout=30)
+        crash = [u for u in trading.updates(x) if u["status"] == "error"][0]
+        assert "SIGKILL" in crash["reason"]
+    assert trading_process(d).pid != victim.pid
+    bid = body["backtest_id"]
+    eventually(lambda: api(d, "GET", f"/api/backtests/{bid}")[1]["status"] == "completed", timeout=60)
+    for x in (a, b):  # trades survive the crash once, in order, none counted twice
+        eventually(lambda: len(bot(d, x)["trade_list"]) > len(before[x]), timeout=30)  # noqa: B023
+        after = bot(d, x)["trade_list"]
+        assert after[:len(before[x])] == before[x]
+        assert len({t["entry_bar"] for t in after}) == len(after)
+    # a clean daemon restart: bots come back running from where they were
+    saved = {x: bot(d, x) for x in (a, b)}
+    stop_daemon(d)
+    d2 = daemon_factory(data_dir=tmp_path / "data", workers=1)
+    restored = {x: bot(d2, x) for x in (a, b)}
+    for x in (a, b):
+        assert restored[x]["status"] == "running"
+        assert restored[x]["feed_position"] >= saved[x]["feed_position"]
+        assert restored[x]["trade_list"][:len(saved[x]["trade_list"])] == saved[x]["trade_list"]
+        eventually(lambda: bot(d2, x)["feed_position"] > restored[x]["feed_position"] + 20,  # noqa: B023
+                   timeout=30)
+        trades = bot(d2, x)["trade_list"]
+        assert len({t["entry_bar"] for t in trades}) == len(trades)
