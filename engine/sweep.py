@@ -15,15 +15,20 @@ import ast
 import itertools
 import math
 import operator
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 OBJECTIVES: tuple[str, ...] = ("sharpe_ratio", "return_pct", "profit_factor", "calmar_ratio")
-#: Metric names an objective expression may use (top-level fields and ``results.metrics``).
+#: Metric names an objective expression may use: the ``backtest_complete`` fields and every
+#: statistic of ``results.metrics`` (see engine/metrics.py for their definitions).
 METRIC_NAMES: tuple[str, ...] = (
     "final_balance", "total_trades", "win_rate", "sharpe_ratio", "drawdown", "return_pct",
-    "profit_factor", "expectancy", "sortino_ratio", "calmar_ratio", "exposure_pct",
-    "best_trade_pct", "worst_trade_pct", "avg_trade_pct",
+    "equity_final", "equity_peak", "buy_hold_return_pct", "return_ann_pct", "volatility_ann_pct",
+    "cagr_pct", "sortino_ratio", "calmar_ratio", "max_drawdown_pct", "avg_drawdown_pct",
+    "max_drawdown_duration_days", "avg_drawdown_duration_days", "best_trade_pct", "worst_trade_pct",
+    "avg_trade_pct", "max_trade_duration_days", "avg_trade_duration_days", "profit_factor",
+    "expectancy", "expectancy_pnl", "sqn", "kelly_criterion", "exposure_pct", "commissions",
 )
 MAX_COMBINATIONS = 100_000
 
@@ -194,3 +199,110 @@ def compile_objective(expr: object) -> Objective:
     _check_node(tree.body, expr)
     names = tuple(sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(_FUNCS)))
     return Objective(expr.strip(), names, tree)
+
+
+# --------------------------------------------------------------------------------- running
+def rank_rows(runs: Sequence[Mapping[str, Any]], objective: Objective) -> list[dict[str, Any]]:
+    """Rows ``{rank, params, objective_value, metrics}`` best first; undefined objectives last.
+
+    Ties keep the input order, so a sweep's ranking is deterministic.
+    """
+    scored = [(objective(r["metrics"]), i, r) for i, r in enumerate(runs)]
+    scored.sort(key=lambda t: (t[0] is None, -(t[0] or 0.0), t[1]))
+    return [{"rank": k + 1, "params": dict(r["params"]), "objective_value": v, "metrics": r["metrics"]}
+            for k, (v, _, r) in enumerate(scored)]
+
+
+def _combos(config: Any, grid: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, list[Any]] | None]:
+    if isinstance(grid, Mapping):
+        norm = normalize_grid(grid)
+        return expand_grid(norm, base=config.params), norm
+    if isinstance(grid, Sequence) and grid and all(isinstance(c, Mapping) for c in grid):
+        return [{**config.params, **c} for c in grid], None
+    raise ValueError(f"`grid` must be an object of parameter -> values or a non-empty list of parameter objects, got {grid!r}")
+
+
+def run_sweep(config: Any, grid: Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
+              objective: str = "sharpe_ratio", store: Any = None, bars: Any = None,
+              progress: Any = None) -> dict[str, Any]:
+    """Evaluate ``config.strategy`` over ``grid`` on the config's bars and rank by ``objective``.
+
+    ``grid`` is a grid object (``{"fast": "5:30:5", "slow": [20, 40]}``) or an explicit list of
+    parameter objects (a part from :func:`split_grid`); grid values override ``config.params``.
+    Bars come from ``bars`` (cut to the config's dates) or ``store`` (default: the local store).
+    ``progress`` gets :class:`~engine.progress.Progress` across the whole grid (bars_processed
+    counts bar evaluations: bars x combinations) and may raise ``Cancelled``.
+
+    Returns ``{strategy, objective, grid, combinations, evaluated, skipped, skipped_examples,
+    results: [{rank, params, objective_value, metrics}], best, data, elapsed_seconds}``.
+    Raises ``ValueError`` for a bad grid/objective or when no combination is valid.
+    """
+    from engine.sweep_eval import Meter, evaluate, split_valid  # noqa: PLC0415 - keeps parsing import-light
+
+    started = time.perf_counter()
+    obj = compile_objective(objective)
+    combos, norm = _combos(config, grid)
+    valid, skipped = split_valid(config.strategy, combos)
+    if not valid:
+        example = f"; e.g. {skipped[0]['params']}: {skipped[0]['error']}" if skipped else ""
+        raise ValueError(f"`grid` has no valid combination for {config.strategy!r}{example}")
+    bars = load_bars(config, bars, store)
+    meter = Meter(progress, len(bars) * len(valid))
+    meter.start(int(bars.time[0]))
+    runs = evaluate(bars, config, valid, meter=meter)
+    rows = rank_rows([{"params": r.params, "metrics": r.metrics} for r in runs], obj)
+    meter.finish(rows[0]["metrics"].get("total_trades") or 0,
+                 (rows[0]["metrics"].get("final_balance") or config.initial_balance) - config.initial_balance)
+    return {
+        "strategy": config.strategy, "objective": obj.expr, "grid": norm, "combinations": len(combos),
+        "evaluated": len(valid), "skipped": len(skipped), "skipped_examples": skipped[:5],
+        "results": rows, "best": rows[0], "data": data_json(bars),
+        "elapsed_seconds": round(time.perf_counter() - started, 4),
+    }
+
+
+def merge_sweeps(parts: Sequence[Mapping[str, Any]], objective: str = "sharpe_ratio") -> dict[str, Any]:
+    """One ranked result from :func:`run_sweep` results over parts of a grid (e.g. one per worker).
+
+    Counts are summed, ``elapsed_seconds`` is the slowest part (parts run in parallel) and
+    ``cpu_seconds`` their sum.
+    """
+    if not parts:
+        raise ValueError("`parts` must hold at least one sweep result")
+    obj = compile_objective(objective)
+    rows = rank_rows([r for p in parts for r in p["results"]], obj)
+    first = parts[0]
+    return {
+        "strategy": first["strategy"], "objective": obj.expr, "grid": first.get("grid"),
+        "combinations": sum(p["combinations"] for p in parts), "evaluated": sum(p["evaluated"] for p in parts),
+        "skipped": sum(p["skipped"] for p in parts),
+        "skipped_examples": [e for p in parts for e in p.get("skipped_examples", [])][:5],
+        "results": rows, "best": rows[0] if rows else None, "data": first.get("data"),
+        "elapsed_seconds": max(p["elapsed_seconds"] for p in parts),
+        "cpu_seconds": round(sum(p["elapsed_seconds"] for p in parts), 4),
+    }
+
+
+def load_bars(config: Any, bars: Any = None, store: Any = None) -> Any:
+    """The config's bars: ``bars`` cut to its dates, or loaded from ``store`` (default local store)."""
+    if bars is None:
+        if store is None:
+            from engine.store import DataStore, default_data_dir  # noqa: PLC0415
+
+            store = DataStore(default_data_dir())
+        bars = store.load(config.symbol, config.timeframe, config.start_date, config.end_date)
+    elif config.start_date or config.end_date:
+        bars = bars.between(config.start_date, config.end_date)
+    if len(bars) < 2:
+        raise ValueError(f"need at least 2 bars of {config.symbol} {config.timeframe} in "
+                         f"{config.start_date or 'start'} .. {config.end_date or 'end'}, got {len(bars)}")
+    return bars
+
+
+def data_json(bars: Any) -> dict[str, Any]:
+    """The ``results.data`` object of a run over ``bars``."""
+    from engine.bars import ns_to_iso  # noqa: PLC0415
+
+    return {"symbol": bars.symbol, "timeframe": bars.timeframe, "synthetic": bool(bars.synthetic),
+            "source": bars.source, "bars": len(bars), "start": ns_to_iso(int(bars.time[0])),
+            "end": ns_to_iso(int(bars.time[-1]))}
