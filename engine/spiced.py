@@ -68,15 +68,24 @@ def _check_number(name: str, value: Any) -> str | None:
     return None
 
 
+def _regime_list(value: Any) -> list[str] | None:
+    """``blocked_regimes`` as a list of names (a CLI gives "volatile,ranging"), or None if invalid."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)):
+        return None
+    ok = all(isinstance(v, str) and v in REGIME_NAMES for v in value)
+    return list(value) if ok else None
+
+
 def validate_spiced_options(spiced: Mapping[str, Any]) -> dict[str, str]:
     """Check the `spiced` options of a backtest request; returns option -> message (empty when fine)."""
     errors: dict[str, str] = {}
     for key, value in spiced.items():
         if key == "blocked_regimes":
-            ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) and v in REGIME_NAMES
-                                                           for v in value)
-            if not ok:
-                errors[key] = f"must be a list drawn from {list(REGIME_NAMES)}, got {value!r}"
+            if _regime_list(value) is None:
+                errors[key] = (f"must be a list (or comma-separated string) drawn from "
+                               f"{list(REGIME_NAMES)}, got {value!r}")
         elif key in _BOOLS:
             if not isinstance(value, bool):
                 errors[key] = f"must be true or false, got {value!r}"
@@ -108,7 +117,7 @@ def resolve_options(spiced: Mapping[str, Any], strategy_name: str,
         raise ValueError("; ".join(f"`spiced.{k}` {v}" for k, v in errors.items()))
     out: dict[str, Any] = {**asdict(RegimeParams()), **asdict(SizingParams()), **_OWN_DEFAULTS, **_BOOLS}
     out["blocked_regimes"] = default_blocked_regimes(strategy_name, strategy)
-    out.update({k: (list(v) if k == "blocked_regimes" else v) for k, v in spiced.items()})
+    out.update({k: (_regime_list(v) if k == "blocked_regimes" else v) for k, v in spiced.items()})
     return out
 
 
@@ -152,7 +161,7 @@ class SpicedPlan:
         self._unlogged = 0        # lines suppressed by the cap
         self._next_change = 0     # index into self.changes of the next regime change to log
         self._finished = False    # the end-of-run log lines are written
-        self.skipped: list[tuple[int, int, str]] = []   # entries the sizer turned down
+        self.skipped: list[tuple[int, int, str | None]] = []   # entries the sizer turned down
         self._sized = self._capped = 0
         self._units_sum = 0.0
         self._last_multiplier = 1.0
@@ -201,34 +210,45 @@ class SpicedPlan:
         return (f"{_SIDE.get(side, side)} blocked in regime {REGIME_NAMES[label]} "
                 f"({_measures(self.regimes, i, label)})")
 
-    def _filtered(self, sim: Any) -> list[tuple[int, int, str, str]]:
-        """Every refused entry in bar order: (bar, side, regime name, reason)."""
-        reg = self.regimes
-        rows = []
-        for i, side in getattr(sim, "blocked_entries", []):
-            label = int(reg.labels[i])
-            rows.append((int(i), int(side), REGIME_NAMES[label],
-                         f"regime {REGIME_NAMES[label]} is blocked ({_measures(reg, i, label)})"))
-        for i, side, reason in self.skipped:
-            rows.append((int(i), int(side), reg.name(i), reason))
-        rows.sort(key=lambda r: r[0])
+    def _filtered(self, sim: Any) -> list[tuple[int, int, str | None]]:
+        """Every refused entry in bar order: (bar, side, sizing reason or None for a regime block)."""
+        rows: list[tuple[int, int, str | None]] = [
+            (int(i), int(side), None) for i, side in getattr(sim, "blocked_entries", [])]
+        if self.skipped:
+            rows += self.skipped
+            rows.sort(key=lambda r: r[0])
         return rows
 
-    def _log_rest(self, filtered: list[tuple[int, int, str, str]]) -> None:
+    def _reason(self, i: int, sizing: str | None) -> str:
+        label = int(self.regimes.labels[i])
+        if sizing is not None:
+            return sizing
+        return f"regime {REGIME_NAMES[label]} is blocked ({_measures(self.regimes, i, label)})"
+
+    def _log_rest(self, filtered: list[tuple[int, int, str | None]]) -> None:
         """Log regime changes and filtered entries merged in bar order, so that ``log_limit`` keeps
         the earliest of both kinds; then one line for what the cap hid."""
         if self._finished:
             return  # analytics() may be asked twice; the log says everything once
         self._finished = True
-        for i, side, regime, reason in filtered:
+        limit = self.options["log_limit"]
+        blocks = [(i, side) for i, side, sizing in filtered if sizing is None]
+        k = 0
+        while k < len(blocks) and self._logged < limit:
+            i, side = blocks[k]
             self._flush_changes(i)
-            if reason.startswith("regime"):
+            if self._logged < limit:
                 self._info(f"Entry filtered: {self.block_reason(i, side)} at "
                            f"{ns_to_iso(self.bars.time[i])} (bar {i})")
-        self._flush_changes(len(self.bars))
+                k += 1
+        if self._logged < limit:
+            self._flush_changes(len(self.bars))
+        # Past the cap, count what is left instead of formatting lines nobody will see.
+        self._unlogged += len(blocks) - k + self.changes.size - self._next_change
+        self._next_change = self.changes.size
         if self._unlogged:
             self.log.info("%d further regime log lines not logged (log_limit %d per run); "
-                          "see results.regime_analytics", self._unlogged, self.options["log_limit"])
+                          "see results.regime_analytics", self._unlogged, limit)
 
     def _performance(self, sim: Any) -> dict[str, dict[str, Any]]:
         """Closed trades grouped by the regime of the bar their entry was decided on."""
@@ -251,6 +271,8 @@ class SpicedPlan:
         counts = np.bincount(reg.labels, minlength=len(REGIME_NAMES))
         filtered = self._filtered(sim)
         self._log_rest(filtered)
+        blocked_bars = np.array([i for i, _, sizing in filtered if sizing is None], dtype=np.int64)
+        by_regime = np.bincount(reg.labels[blocked_bars], minlength=len(REGIME_NAMES))
         changes = self.changes[:LIST_CAP].tolist()
         last = n - 1
         return {
@@ -262,11 +284,10 @@ class SpicedPlan:
                              "from": reg.name(i - 1), "to": reg.name(i)} for i in changes],
             "transitions_total": int(self.changes.size),
             "filtered_trades": [{"time": ns_to_iso(self.bars.time[i]), "bar": i,
-                                 "side": "long" if side > 0 else "short", "regime": regime,
-                                 "reason": reason} for i, side, regime, reason in filtered[:LIST_CAP]],
+                                 "side": "long" if side > 0 else "short", "regime": reg.name(i),
+                                 "reason": self._reason(i, sizing)} for i, side, sizing in filtered[:LIST_CAP]],
             "filtered_total": len(filtered),
-            "filtered_by_regime": {name: sum(1 for f in filtered if f[2] == name and f[3].startswith("regime"))
-                                   for name in REGIME_NAMES},
+            "filtered_by_regime": dict(zip(REGIME_NAMES, by_regime.tolist())),
             "skipped_by_sizing": len(self.skipped),
             "performance_by_regime": self._performance(sim),
             "sizing": self._sizing_summary(),

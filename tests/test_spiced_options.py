@@ -29,9 +29,11 @@ def test_defaults_are_valid_and_complete() -> None:
     ("max_leverage", -1, "must be in (0, 1000], got -1"),
     ("vol_threshold", 1.01, "must be in [0, 1], got 1.01"),
     ("er_period", 1, "must be in [2, 10000], got 1"),
-    ("blocked_regimes", ["sideways"], "must be a list drawn from ['warmup', 'trending_up', "
-                                      "'trending_down', 'ranging', 'volatile'], got ['sideways']"),
-    ("blocked_regimes", "volatile", "must be a list drawn from"),
+    ("blocked_regimes", ["sideways"], "must be a list (or comma-separated string) drawn from "
+                                      "['warmup', 'trending_up', 'trending_down', 'ranging', 'volatile'], "
+                                      "got ['sideways']"),
+    ("blocked_regimes", "volatile,sideways", "must be a list (or comma-separated string) drawn from"),
+    ("blocked_regimes", 3, "must be a list (or comma-separated string) drawn from"),
     ("regime_filter", "yes", "must be true or false, got 'yes'"),
     ("colour", 1, "unknown option; allowed: ['blocked_regimes', 'min_confidence'"),
 ])
@@ -69,3 +71,5 @@ def test_strategy_aware_default_blocked_regimes() -> None:
     assert default_blocked_regimes("mine", object()) == ["volatile"]
     # An explicit list (even empty) wins over the defaults.
     assert resolve_options({"blocked_regimes": []}, "sma_cross")["blocked_regimes"] == []
+    # The CLI passes a comma-separated string.
+    assert resolve_options({"blocked_regimes": "volatile, warmup"}, "x")["blocked_regimes"] == ["volatile", "warmup"]
