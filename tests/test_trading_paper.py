@@ -105,13 +105,14 @@ def test_parse_bot_config_names_every_bad_field_and_the_allowed_values() -> None
     {"params": {"fast": 10, "slow": 20}, "costs": {"spread": 0.0001, "commission": 0.00002}},
     {"params": {"fast": 5, "slow": 30, "mode": "long_only", "stop_loss_pct": 0.3,
                 "take_profit_pct": 0.6}, "size": 1, "size_unit": "lots"},
+    {"variant": "spiced", "end_date": "2017-06-05", "params": {"fast": 10, "slow": 20, "stop_loss_pct": 0.5}},
 ])
 def test_bot_replay_makes_exactly_the_backtest_trades(eurusd: Bars, extra: dict[str, Any]) -> None:
     from engine.backtest import run_backtest
 
     body = {"symbol": "EURUSD", "timeframe": "H1", "strategy": "sma_cross",
             "start_date": "2017-05-01", "end_date": "2017-07-15", **extra}
-    bars = eurusd.between("2017-05-01", "2017-07-15")
+    bars = eurusd.between(body["start_date"], body["end_date"])
     bot = make_bot(body, bars)
     run_bot(bot, len(bars))
     cfg = parse_bot_config(body).backtest
