@@ -18,12 +18,16 @@ pbo_blocks      CSCV blocks, even, 2..24                                    ``16
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
-from engine.montecarlo import DEFAULT_RUNS
-from engine.pbo import DEFAULT_BLOCKS, check_blocks
-from engine.sweep import compile_objective, normalize_grid
-from engine.walkforward import DEFAULT_IN_SAMPLE, DEFAULT_OUT_OF_SAMPLE, WF_MODES, check_size
+import numpy as np
+
+from engine.montecarlo import DEFAULT_RUNS, run_monte_carlo, trade_account_returns
+from engine.pbo import DEFAULT_BLOCKS, check_blocks, compute_pbo
+from engine.sweep import compile_objective, expand_grid, normalize_grid
+from engine.walkforward import (DEFAULT_IN_SAMPLE, DEFAULT_OUT_OF_SAMPLE, WF_MODES, check_size, make_windows,
+                                run_walk_forward, work_units)
 
 #: Grid used when a ``_full`` run names none, per built-in strategy.
 DEFAULT_GRIDS: dict[str, dict[str, str]] = {
@@ -141,3 +145,86 @@ def _reason(name: str, value: float | None, grade: str) -> str:
                "pbo": "unknown (fewer than 2 grid combinations)"}[name]
         return f"{label} {why} [{grade}]"
     return f"{label} {value:.2f} [{grade}]"
+
+
+# -------------------------------------------------------------------------------- running
+def run_full(config: Any, bars: Any, *, progress: Any = None, logger: logging.Logger | None = None) -> dict[str, Any]:
+    """Run a ``vanilla_full`` / ``spiced_full`` config on ``bars``: the ``backtest_complete`` data
+    (minus ``backtest_id``/``timestamp``; ``duration_seconds`` left at 0 for the caller).
+
+    Top-level metrics, ``results.trades``/``equity``/``metrics`` are those of the stitched
+    out-of-sample run; ``results`` adds ``walk_forward``, ``monte_carlo``, ``pbo``, ``verdict``
+    (and ``regime_analytics`` of the stitched run for ``spiced_full``). Progress runs once from 0
+    to the total across every window, the PBO sweep and Monte Carlo.
+    """
+    from engine.backtest import summarise, to_json  # noqa: PLC0415 - backtest imports us lazily
+    from engine.sweep_eval import Meter, split_valid  # noqa: PLC0415
+
+    opts = resolve_options(config.robustness, config.strategy, config.seed)
+    objective = compile_objective(opts["objective"])
+    combos = expand_grid(opts["grid"], base=config.params) if opts["grid"] else [dict(config.params)]
+    valid, skipped = split_valid(config.strategy, combos)
+    if not valid:
+        raise ValueError(f"`robustness.grid` has no valid combination for {config.strategy!r}; "
+                         f"e.g. {skipped[0]['params']}: {skipped[0]['error']}")
+    windows = make_windows(len(bars), mode=opts["wf_mode"], in_sample=opts["in_sample"],
+                           out_of_sample=opts["out_of_sample"], gap=opts["gap"])
+    pbo_units = len(bars) * len(valid) if len(valid) > 1 else 0
+    meter = Meter(progress, work_units(windows, len(valid)) + pbo_units)
+    meter.start(int(bars.time[0]))
+    wf = run_walk_forward(bars, config, valid, objective, windows, meter, logger)
+    pbo = _pbo(bars, config, valid, opts["pbo_blocks"], meter)
+    mc = run_monte_carlo(trade_account_returns(wf.sim.pnl, config.initial_balance),
+                         runs=opts["mc_runs"], seed=opts["mc_seed"])
+    out = summarise(wf.bars, wf.sim, config)
+    res = out["results"]
+    for k in wf.window_end:
+        res["trades"][k]["exit_reason"] = "window_end"
+    boot = mc.get("bootstrap") or {}
+    res["walk_forward"] = to_json({
+        "mode": opts["wf_mode"], "in_sample_bars": windows[0].is_end - windows[0].is_start,
+        "out_of_sample_bars": windows[0].oos_end - windows[0].oos_start,
+        "gap_bars": windows[0].oos_start - windows[0].is_end, "objective": objective.expr,
+        "grid": opts["grid"], "combinations": len(combos), "evaluated": len(valid), "skipped": len(skipped),
+        "windows": wf.rows, **wf.summary,
+        "warmup": "out-of-sample runs start at the in-sample start for indicator warm-up; "
+                  "entries only inside the out-of-sample part; open positions closed at its end",
+    })
+    res["monte_carlo"] = to_json(mc)
+    res["pbo"] = to_json(pbo)
+    res["verdict"] = to_json(robustness_verdict(
+        wf.summary["efficiency"], boot.get("prob_loss"), (boot.get("final_return_pct") or {}).get("p5"), pbo.get("pbo")))
+    if config.variant == "spiced_full":
+        res["regime_analytics"] = _stitched_regimes(wf, config, logger)
+    meter.finish(wf.sim.n_trades, float(wf.sim.equity[-1]) - config.initial_balance)
+    return out
+
+
+def _pbo(bars: Any, config: Any, combos: list[dict[str, Any]], blocks: int, meter: Any) -> dict[str, Any]:
+    """CSCV over every valid combination's returns on the whole range (daily; per bar if few days)."""
+    from engine.sweep_eval import evaluate  # noqa: PLC0415
+
+    if len(combos) < 2:
+        return {"pbo": None, "reason": "fewer than 2 grid combinations"}
+    day_count = len(np.unique(np.asarray(bars.time) // 86_400_000_000_000))
+    period = "day" if day_count >= 4 * blocks else "bar"
+    runs = evaluate(bars, config, combos, meter=meter, keep_returns=period)
+    matrix = np.column_stack([r.returns for r in runs])
+    try:
+        out = compute_pbo(matrix, blocks=blocks)
+    except ValueError as exc:
+        return {"pbo": None, "reason": str(exc)}
+    out["period"] = period
+    return out
+
+
+def _stitched_regimes(wf: Any, config: Any, logger: logging.Logger | None) -> Any:
+    """Regime analytics over the stitched out-of-sample bars and trades (sizing stats per window
+    are not merged; ``sizing`` describes a fresh plan)."""
+    from engine.backtest import to_json  # noqa: PLC0415
+    from engine.spiced import prepare_spiced  # noqa: PLC0415
+    from engine.strategies import make_strategy  # noqa: PLC0415
+
+    params = wf.rows[-1]["params"]
+    plan = prepare_spiced(wf.bars, make_strategy(config.strategy, params), config, logger)
+    return to_json(plan.analytics(wf.sim))

@@ -17,8 +17,17 @@ close. Out-of-sample balances compound: each window starts from the previous win
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import logging
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from engine.bars import Bars, ns_to_iso
+from engine.config import BacktestConfig
+from engine.simulator import SimResult
+from engine.sweep import rank_rows
+from engine.sweep_eval import Meter, evaluate, flat_metrics, simulate_params
 
 MIN_WINDOW_BARS = 100
 WF_MODES: tuple[str, ...] = ("rolling", "anchored")
@@ -91,3 +100,124 @@ def window_table_row(w: Window, dates: Any, params: dict[str, Any], is_metrics: 
         "is_bars": w.is_end - w.is_start, "oos_bars": w.oos_end - w.oos_start,
         "params": params, "is_metrics": is_metrics, "oos_metrics": oos_metrics,
     }
+
+
+# --------------------------------------------------------------------------------- running
+@dataclass(frozen=True)
+class WalkForward:
+    """A finished walk-forward run: the per-window table and the stitched out-of-sample run.
+
+    ``sim`` holds the stitched trades (bar indices relative to ``bars``, the contiguous
+    out-of-sample bars) and equity; ``window_end`` the indices of trades closed at a window's end.
+    """
+
+    rows: list[dict[str, Any]]
+    bars: Bars
+    sim: SimResult
+    window_end: list[int]
+    summary: dict[str, Any]
+
+
+def work_units(windows: Sequence[Window], n_combos: int) -> int:
+    """Bar evaluations a walk-forward run performs (for progress totals)."""
+    return sum((w.is_end - w.is_start) * n_combos + (w.oos_end - w.is_start) for w in windows)
+
+
+def _years(bars: Bars, start: int, stop: int) -> float:
+    return max((int(bars.time[stop - 1]) - int(bars.time[start])) / (365.25 * 86400e9), 1e-9)
+
+
+def _close_at_end(sim: SimResult, bars: Bars, config: BacktestConfig) -> dict[str, np.ndarray]:
+    """The run's closed trades plus its open trade closed at the last bar's close (with exit costs)."""
+    names = ("entry_bar", "exit_bar", "side", "size", "entry_price", "exit_price", "pnl", "return_pct",
+             "commission", "exit_reason")
+    arrays = {k: np.asarray(getattr(sim, k)) for k in names}
+    t = sim.open_trade
+    if t is None:
+        return arrays
+    c = config.costs
+    px = float(bars.close[-1]) - t.side * (c.spread / 2 + c.slippage)  # same arithmetic as an engine exit
+    comm = t.commission + t.size * px * c.commission
+    extra = {"entry_bar": t.entry_bar, "exit_bar": len(bars) - 1, "side": t.side, "size": t.size,
+             "entry_price": t.entry_price, "exit_price": px, "pnl": t.side * t.size * (px - t.entry_price) - comm,
+             "return_pct": t.side * (px / t.entry_price - 1) - comm / (t.size * t.entry_price),
+             "commission": comm, "exit_reason": 0}
+    return {k: np.append(v, extra[k]).astype(v.dtype) for k, v in arrays.items()}
+
+
+def _segment(arrays: dict[str, np.ndarray], equity: np.ndarray, shift: int, balance: float,
+             blocked: list[tuple[int, int]]) -> SimResult:
+    moved = dict(arrays)
+    moved["entry_bar"] = arrays["entry_bar"] - shift
+    moved["exit_bar"] = arrays["exit_bar"] - shift
+    return SimResult(**moved, open_trade=None, equity=equity, initial_balance=balance,
+                     blocked_entries=blocked)
+
+
+def _oos_run(bars: Bars, config: BacktestConfig, w: Window, params: dict[str, Any], balance: float,
+             logger: logging.Logger | None) -> tuple[SimResult, bool]:
+    """The chosen params on ``[is_start, oos_end)``, entries only from the out-of-sample part."""
+    run_bars = bars.window(w.is_start, w.oos_end)
+    off = w.oos_start - w.is_start
+    allow = np.zeros(len(run_bars), dtype=bool)
+    allow[off - 1:] = True  # a decision on the bar before fills at the first out-of-sample open
+    cfg = replace(config, initial_balance=balance, params=dict(params))
+    sim, _ = simulate_params(run_bars, cfg, params, allow_entry=allow, logger=logger)
+    arrays = _close_at_end(sim, run_bars, cfg)
+    equity = np.array(sim.equity[off:], dtype=float)
+    equity[-1] = balance + float(arrays["pnl"].sum())
+    blocked = [(b - off, s) for b, s in sim.blocked_entries if b >= off - 1]
+    return _segment(arrays, equity, off, balance, blocked), sim.open_trade is not None
+
+
+def run_walk_forward(bars: Bars, config: BacktestConfig, combos: Sequence[dict[str, Any]], objective: Any,
+                     windows: Sequence[Window], meter: Meter, logger: logging.Logger | None = None) -> WalkForward:
+    """Optimise ``combos`` on each window's in-sample bars, trade the winner out of sample, stitch."""
+    balance = config.initial_balance
+    rows, segments, window_end = [], [], []
+    n_done = 0
+    for w in windows:
+        is_bars = bars.window(w.is_start, w.is_end)  # the choice sees in-sample bars only
+        ranked = rank_rows([{"params": r.params, "metrics": r.metrics}
+                            for r in evaluate(is_bars, config, combos, meter=meter)], objective)
+        best = ranked[0]
+        seg, forced = _oos_run(bars, config, w, best["params"], balance, logger)
+        oos_bars = bars.window(w.oos_start, w.oos_end)
+        oos_metrics = flat_metrics(oos_bars, seg)
+        n_done += seg.n_trades
+        if forced:
+            window_end.append(n_done - 1)
+        balance = float(seg.equity[-1])
+        segments.append((w, seg))
+        meter.advance(w.oos_end - w.is_start, int(oos_bars.time[-1]), n_done, balance - config.initial_balance)
+        row = window_table_row(w, lambda i: ns_to_iso(int(bars.time[i])), best["params"], best["metrics"], oos_metrics)
+        row["is_objective"] = best["objective_value"]
+        row["is_annual_return_pct"] = (best["metrics"]["return_pct"] or 0.0) / _years(bars, w.is_start, w.is_end)
+        rows.append(row)
+        if logger is not None:
+            logger.info("Walk-forward window %d/%d: chose %s on %s..%s, out-of-sample return %.2f%%",
+                        w.index + 1, len(windows), best["params"], row["is_start"][:10], row["is_end"][:10],
+                        oos_metrics["return_pct"] or 0.0)
+    return _stitch(bars, config, rows, segments, window_end)
+
+
+def _stitch(bars: Bars, config: BacktestConfig, rows: list[dict[str, Any]],
+            segments: list[tuple[Window, SimResult]], window_end: list[int]) -> WalkForward:
+    first = segments[0][0].oos_start
+    names = ("entry_bar", "exit_bar", "side", "size", "entry_price", "exit_price", "pnl", "return_pct",
+             "commission", "exit_reason")
+    arrays = {}
+    for k in names:
+        parts = [np.asarray(getattr(s, k)) + (w.oos_start - first if k.endswith("_bar") else 0) for w, s in segments]
+        arrays[k] = np.concatenate(parts).astype(np.asarray(getattr(segments[0][1], k)).dtype)
+    equity = np.concatenate([s.equity for _, s in segments])
+    blocked = [(b + w.oos_start - first, side) for w, s in segments for b, side in s.blocked_entries]
+    stitched_bars = bars.window(first, segments[-1][0].oos_end)
+    sim = SimResult(**arrays, open_trade=None, equity=equity, initial_balance=config.initial_balance,
+                    blocked_entries=blocked)
+    years = _years(bars, first, segments[-1][0].oos_end)
+    oos_ann = (float(equity[-1]) / config.initial_balance - 1) * 100 / years
+    is_ann = float(np.mean([r["is_annual_return_pct"] for r in rows]))
+    summary = {"is_annual_return_pct": is_ann, "oos_annual_return_pct": oos_ann,
+               "efficiency": oos_ann / is_ann if is_ann > 0 else None}
+    return WalkForward(rows, stitched_bars, sim, window_end, summary)

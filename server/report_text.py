@@ -94,7 +94,7 @@ def _pbo(pbo: Mapping[str, Any]) -> list[str]:
     if pbo.get("pbo") is None:
         return [f"PBO: not computed ({pbo.get('reason', 'unknown')})"]
     return [f"PBO (CSCV, {pbo['blocks']} blocks, {pbo['splits']} splits, {pbo['configs']} configs, "
-            f"{pbo['periods']} {pbo.get('period', 'periods')}): {fmt(pbo['pbo'], 3)}; "
+            f"{pbo['periods']} {pbo.get('period', 'period')}s): {fmt(pbo['pbo'], 3)}; "
             f"degradation slope {fmt(pbo.get('degradation_slope'), 3)}; "
             f"P(OOS Sharpe < 0) {fmt(pbo.get('prob_oos_loss'), 3)}"]
 
