@@ -167,3 +167,18 @@ def test_user_strategy_on_the_per_bar_path_uses_its_regime_style(tmp_path: Path,
     perf = ra["performance_by_regime"]
     assert perf["ranging"]["trades"] > 0 and perf["trending_up"]["trades"] == 0
     assert np.isfinite(out["final_balance"])
+
+
+def test_spiced_run_never_looks_ahead(synth: Bars) -> None:
+    """Cutting the data at bar k changes no entry (bar, side, size) filled at or before k."""
+    full = _run(synth, "spiced", params={"stop_loss_pct": 0.4}, spiced={"kelly_min_trades": 5})
+    k = 4000
+    cut = _run(synth.window(0, k + 1), "spiced", params={"stop_loss_pct": 0.4}, spiced={"kelly_min_trades": 5})
+
+    def entries(out: dict[str, Any]) -> list[tuple[int, str, float]]:
+        rows = out["results"]["trades"] + ([out["results"]["open_trade"]] if out["results"]["open_trade"] else [])
+        return sorted((t["entry_bar"], t["side"], t["size"]) for t in rows if t["entry_bar"] <= k)
+
+    assert entries(cut) == entries(full) and len(entries(full)) > 20
+    ra_full, ra_cut = (o["results"]["regime_analytics"] for o in (full, cut))
+    assert ra_cut["transitions"] == [t for t in ra_full["transitions"] if t["bar"] <= k]
