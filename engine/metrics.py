@@ -32,7 +32,7 @@ def _geometric_mean(r: np.ndarray) -> float:
     return float(np.exp(np.log(g).sum() / r.size) - 1)
 
 
-def _annual_days(time: np.ndarray) -> int:
+def _annual_days(time: np.ndarray, day: np.ndarray) -> int:
     tail = time[-100:]
     freq_days = int(np.median(np.diff(tail)) // NS_PER_DAY) if tail.size > 1 else 0
     if freq_days == 7:
@@ -41,14 +41,18 @@ def _annual_days(time: np.ndarray) -> int:
         return 12
     if freq_days == 365:
         return 1
-    dow = (time // NS_PER_DAY + 3) % 7  # 1970-01-01 was a Thursday (Monday = 0)
-    have_weekends = np.mean(dow >= 5) > 2 / 7 * 0.6
+    # share of bars on Saturday/Sunday; 1970-01-01 was a Thursday (Monday = 0)
+    first = np.flatnonzero(np.diff(day)) + 1
+    starts = np.concatenate(([0], first))
+    per_day = np.diff(np.append(starts, day.size))
+    weekend = (day[starts] + 3) % 7 >= 5
+    have_weekends = per_day[weekend].sum() / day.size > 2 / 7 * 0.6
     return 365 if have_weekends else 252
 
 
-def daily_returns(time: np.ndarray, equity: np.ndarray) -> np.ndarray:
+def daily_returns(time: np.ndarray, equity: np.ndarray, day: np.ndarray | None = None) -> np.ndarray:
     """Percent change (as fractions) of equity at the last bar of each calendar day with bars."""
-    day = time // NS_PER_DAY
+    day = time // NS_PER_DAY if day is None else day
     last = np.flatnonzero(np.diff(day)) if day.size else np.zeros(0, dtype=np.int64)
     eq = np.append(equity[last], equity[-1]) if day.size else np.zeros(0)
     return eq[1:] / eq[:-1] - 1 if eq.size > 1 else np.zeros(0)
@@ -57,7 +61,9 @@ def daily_returns(time: np.ndarray, equity: np.ndarray) -> np.ndarray:
 def _drawdown_periods(dd: np.ndarray, time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(durations in days, peak drawdowns) of each drawdown period, as backtesting.py finds them."""
     n = dd.size
-    iloc = np.unique(np.append(np.flatnonzero(dd == 0), n - 1))
+    iloc = np.flatnonzero(dd == 0)  # sorted already: no np.unique (a sort) needed
+    if iloc.size == 0 or iloc[-1] != n - 1:
+        iloc = np.append(iloc, n - 1)
     prev, cur = iloc[:-1], iloc[1:]
     sel = cur > prev + 1
     prev, cur = prev[sel], cur[sel]
@@ -97,21 +103,7 @@ def compute_metrics(time: np.ndarray, close: np.ndarray, equity: np.ndarray, *, 
     # backtesting.py measures buy & hold from the last warm-up bar (its indicators' NaN count)
     w = min(max(int(warmup) - 1, 0), n - 1)
     s["buy_hold_return_pct"] = float((close[-1] - close[w]) / close[w] * 100)
-    days = _annual_days(time)
-    dr = daily_returns(time, equity)
-    g = _geometric_mean(dr)
-    ann = (1 + g) ** days - 1
-    var = float(np.var(dr, ddof=1)) if dr.size > 1 else math.nan
-    vol = math.sqrt(max((var + (1 + g) ** 2) ** days - (1 + g) ** (2 * days), 0.0)) * 100 \
-        if not math.isnan(var) else math.nan
-    s["return_ann_pct"] = ann * 100
-    s["volatility_ann_pct"] = vol
-    years = (int(time[-1]) - int(time[0])) / NS_PER_DAY / 365.25
-    s["cagr_pct"] = ((equity[-1] / equity[0]) ** (1 / years) - 1) * 100 if years else math.nan
-    s["sharpe_ratio"] = s["return_ann_pct"] / (vol or math.nan)
-    downside = math.sqrt(float(np.mean(np.minimum(dr, 0) ** 2))) * math.sqrt(days) if dr.size else math.nan
-    s["sortino_ratio"] = ann / downside if downside else (math.inf if ann > 0 else math.nan)
-    s["calmar_ratio"] = ann / (max_dd or math.nan)
+    s.update(_annualised(time, equity, max_dd))
     s["max_drawdown_pct"] = max_dd * 100
     s["avg_drawdown_pct"] = float(dd_peaks.mean()) * 100 if dd_peaks.size else math.nan
     s["max_drawdown_duration_days"] = float(dd_dur.max()) if dd_dur.size else math.nan
@@ -120,6 +112,25 @@ def compute_metrics(time: np.ndarray, close: np.ndarray, equity: np.ndarray, *, 
     if commission is not None:
         s["commissions"] = float(commission.sum())
     return s
+
+
+def _annualised(time: np.ndarray, equity: np.ndarray, max_dd: float) -> dict[str, float]:
+    day = time // NS_PER_DAY
+    days = _annual_days(time, day)
+    dr = daily_returns(time, equity, day)
+    g = np.float64(_geometric_mean(dr))
+    # numpy floats overflow to inf (then None in JSON) where Python floats would raise
+    with np.errstate(all="ignore"):
+        ann = float((1 + g) ** days - 1)
+        var = np.float64(np.var(dr, ddof=1)) if dr.size > 1 else np.float64(np.nan)
+        vol = float(np.sqrt((var + (1 + g) ** 2) ** days - (1 + g) ** (2 * days))) * 100
+        years = (int(time[-1]) - int(time[0])) / NS_PER_DAY / 365.25
+        cagr = float((np.float64(equity[-1]) / equity[0]) ** (1 / years) - 1) * 100 if years else math.nan
+        downside = float(np.sqrt(np.mean(np.minimum(dr, 0) ** 2)) * np.sqrt(days)) if dr.size else math.nan
+        sortino = float(np.float64(ann) / np.float64(downside))
+    return {"return_ann_pct": ann * 100, "volatility_ann_pct": vol, "cagr_pct": cagr,
+            "sharpe_ratio": ann * 100 / (vol or math.nan), "sortino_ratio": sortino,
+            "calmar_ratio": ann / (max_dd or math.nan)}
 
 
 def _trade_stats(time: np.ndarray, pnl: np.ndarray, ret: np.ndarray, entry_bar: np.ndarray,
@@ -145,8 +156,6 @@ def _trade_stats(time: np.ndarray, pnl: np.ndarray, ret: np.ndarray, entry_bar: 
     avg_loss = -float(pnl[pnl < 0].mean()) if np.any(pnl < 0) else math.nan
     s["kelly_criterion"] = win - (1 - win) / (avg_win / avg_loss) if k else math.nan
     # Exposure as backtesting.py counts it: closed trades only, entry to exit bar inclusive.
-    marks = np.zeros(n + 1, dtype=np.int64)
-    np.add.at(marks, entry_bar, 1)
-    np.add.at(marks, np.asarray(exit_bar) + 1, -1)
-    s["exposure_pct"] = float(np.mean(np.cumsum(marks[:n]) > 0)) * 100
+    marks = np.bincount(entry_bar, minlength=n + 1)[: n + 1] - np.bincount(exit_bar + 1, minlength=n + 1)[: n + 1]
+    s["exposure_pct"] = float(np.count_nonzero(np.cumsum(marks[:n]) > 0)) / n * 100
     return s

@@ -87,10 +87,14 @@ class _Book:
     """Fill arithmetic and trade recording shared by the event and per-bar paths."""
 
     def __init__(self, bars: Bars, config: BacktestConfig, strategy: Strategy,
-                 allow_entry: np.ndarray | None, sizer: Sizer | None, logger: logging.Logger | None) -> None:
+                 allow_entry: np.ndarray | None, sizer: Sizer | None, logger: logging.Logger | None,
+                 lists: bool = False) -> None:
         c = config.costs
         self.n = len(bars)
-        self.o, self.h, self.l, self.c = (a.tolist() for a in (bars.open, bars.high, bars.low, bars.close))
+        # Lists index several times faster than arrays from Python, but building them costs a
+        # pass over the data: only the per-bar path with stops reads prices on every bar.
+        cols = (bars.open, bars.high, bars.low, bars.close)
+        self.o, self.h, self.l, self.c = (a.tolist() for a in cols) if lists else cols
         self.buy_add = c.spread / 2 + c.slippage
         self.comm = c.commission
         self.units = config.units
@@ -131,12 +135,12 @@ class _Book:
                     if units <= 0:
                         self.skipped.append((i, want))
         if self.side:
-            self.close(i + 1, self.o[i + 1], SIGNAL)
+            self.close(i + 1, float(self.o[i + 1]), SIGNAL)
         if units > 0:
             self.open(i + 1, want, units)
 
     def _sized(self, i: int, want: int) -> float:
-        ref = self.c[i]
+        ref = float(self.c[i])
         stop = None if self.sl is None else ref * (1 - want * self.sl / 100)
         equity = self.balance + self.realized
         if self.side:
@@ -144,7 +148,7 @@ class _Book:
         return float(self.sizer(i, want, ref, stop, equity, self.pnls))  # type: ignore[misc]
 
     def open(self, f: int, side: int, units: float) -> None:
-        px = self.o[f] + side * self.buy_add
+        px = float(self.o[f]) + side * self.buy_add
         self.side, self.size, self.entry_bar, self.entry = side, units, f, px
         self.entry_comm = units * px * self.comm
         self.stop = None if self.sl is None else px * (1 - side * self.sl / 100)
@@ -165,7 +169,7 @@ class _Book:
 
     def check_exit(self, s: int) -> bool:
         """Stop/target check of the open position on bar ``s``; closes it and returns True on a hit."""
-        o, stop, target = self.o[s], self.stop, self.target
+        o, stop, target = float(self.o[s]), self.stop, self.target
         if self.side > 0:
             if stop is not None and o <= stop:
                 self.close(s, o, STOP)
@@ -267,6 +271,7 @@ def simulate_strategy(bars: Bars, strategy: Strategy, config: BacktestConfig, *,
     strategy.init(bars)
     signals = None if path == "per_bar" else strategy.signals(bars)
     if signals is None:
+        strategy.prepare_next()
         if path in ("vectorised", "events"):
             raise ValueError(f"`path` {path!r} needs a strategy with signals(); {strategy.name!r} has none")
         result = _run_per_bar(bars, strategy, config, allow_entry, sizer, reporter, logger)
@@ -425,8 +430,9 @@ def equity_curve(close: np.ndarray, trades: dict[str, np.ndarray], open_trade: O
         vals = np.zeros(2 * m + 1)
         vals[1::2] = v
         return np.repeat(vals, lengths)
-    pos = spread(side_units)
-    unreal = pos * (close - spread(e_price)) - spread(e_comm)
+    unreal = spread(side_units) * (close - spread(e_price))
+    if commission_rate:
+        unreal -= spread(e_comm)
     realized = np.bincount(trades["exit_bar"], weights=trades["pnl"], minlength=n)[:n]
     return balance + np.cumsum(realized) + unreal
 
@@ -507,8 +513,8 @@ def _book_result(bars: Bars, book: _Book, config: BacktestConfig, warmup: int, p
 def _run_per_bar(bars: Bars, strategy: Strategy, config: BacktestConfig, allow_entry: np.ndarray | None,
                  sizer: Sizer | None, reporter: _Reporter, logger: logging.Logger | None) -> SimResult:
     n = len(bars)
-    book = _Book(bars, config, strategy, allow_entry, sizer, logger)
-    stops = book.sl is not None or book.tp is not None
+    stops = strategy.stop_loss_pct is not None or strategy.take_profit_pct is not None
+    book = _Book(bars, config, strategy, allow_entry, sizer, logger, lists=stops)
     decide, check_exit, nxt = book.decide, book.check_exit, strategy.next
     last = n - 1
     start = max(0, int(strategy.warmup))

@@ -53,8 +53,10 @@ class SmaCross(Strategy):
         self.warmup = self.slow
         self.f = sma(bars.close, self.fast)
         self.s = sma(bars.close, self.slow)
-        self.fl, self.sl_ = self.f.tolist(), self.s.tolist()
         self.down_side = -1 if self.mode == "reversal" else 0
+
+    def prepare_next(self) -> None:
+        self.fl, self.sl_ = self.f.tolist(), self.s.tolist()
 
     def signals(self, bars: Bars) -> Signals:
         return Signals(_cross_targets(crossover(self.f, self.s), crossover(self.s, self.f),
@@ -94,6 +96,8 @@ class RsiReversion(Strategy):
     def init(self, bars: Bars) -> None:
         self.warmup = self.period  # first bar with an RSI value
         self.r = rsi(bars.close, self.period)
+
+    def prepare_next(self) -> None:
         self.rl = self.r.tolist()
 
     def signals(self, bars: Bars) -> Signals:
@@ -145,6 +149,8 @@ class DonchianBreakout(Strategy):
         self.se = (c < prev(rolling_min(bars.low, self.period))) & self.allow_short
         self.lx = c < prev(rolling_min(bars.low, self.exit_period))
         self.sx = c > prev(rolling_max(bars.high, self.exit_period))
+
+    def prepare_next(self) -> None:
         self.lists = [a.tolist() for a in (self.le, self.se, self.lx, self.sx)]
 
     def signals(self, bars: Bars) -> Signals:
@@ -177,7 +183,9 @@ class BollingerReversion(Strategy):
         self.warmup = self.period - 1  # first bar with band values
         self.lo, self.mid, self.up = bollinger(bars.close, self.period, self.k)
         self.close = bars.close
-        self.lists = [a.tolist() for a in (bars.close, self.lo, self.mid, self.up)]
+
+    def prepare_next(self) -> None:
+        self.lists = [a.tolist() for a in (self.close, self.lo, self.mid, self.up)]
 
     def signals(self, bars: Bars) -> Signals:
         c = self.close

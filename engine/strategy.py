@@ -218,6 +218,10 @@ class Strategy:
         """Decide after bar ``i`` closes: 1 long, -1 short, 0 flat, None keep (override)."""
         raise NotImplementedError(f"strategy {self.name!r} implements neither next() nor signals()")
 
+    def prepare_next(self) -> None:
+        """Called after ``init`` when the per-bar path will run (override to build lists for
+        ``next`` only when they are needed; a strategy with only ``next`` can ignore it)."""
+
     def signals(self, bars: Bars) -> Signals | None:
         """Fast path: all decisions as arrays, or None to use ``next`` per bar."""
         return None

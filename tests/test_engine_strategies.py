@@ -83,6 +83,8 @@ def test_no_look_ahead(seed: int, cut: int, name: str, risky: bool) -> None:
     sa, sb = make_strategy(name, params), make_strategy(name, params)
     sa.init(a)
     sb.init(b)
+    sa.prepare_next()
+    sb.prepare_next()
     ta, tb = sa.signals(a).target[: cut + 1], sb.signals(b).target[: cut + 1]
     assert np.array_equal(ta, tb, equal_nan=True)
     assert [sa.next(i, 0) for i in range(sa.warmup, cut + 1)] == [sb.next(i, 0) for i in range(sb.warmup, cut + 1)]
