@@ -153,9 +153,10 @@ async def delete_bot(request: web.Request) -> web.Response:
 
 async def kill(request: web.Request) -> web.Response:
     """Kill switch: flatten every position, stop every bot (``killed``), refuse new bots."""
-    daemon_of(request.app).trading_command({"cmd": "kill"})
+    daemon = daemon_of(request.app)
     live = [b["bot_id"] for b in (await _blocking(_read_all, _store(request.app)))["bots"]
             if b["status"] in LIVE]
+    daemon.trading_command({"cmd": "kill"})
     return web.json_response({"halted": True, "bots": live}, status=202)
 
 
