@@ -302,6 +302,7 @@ class ChildHandle:
         self.process: Any = None
         self.inbox: Any = None
         self.ready = False
+        self.dead = False
         self.expected_death = False  # set before we kill it on purpose (cancel, stop)
         self.spawned_at = 0.0
 
@@ -315,7 +316,8 @@ class ChildHandle:
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.is_alive()
+        """Spawned and not yet reported dead (no waitpid here: the watcher thread reaps)."""
+        return self.process is not None and not self.dead
 
     def spawn(self, restart_reason: str | None = None) -> None:
         """Start a new process for this slot (a killed child may hold the old inbox's lock)."""
@@ -326,6 +328,7 @@ class ChildHandle:
                            restart_reason, self._log_level)
         self.process = self._mp.Process(target=child_entry, args=(ctx,), name=self.label, daemon=True)
         self.ready = False
+        self.dead = False
         self.expected_death = False
         self.spawned_at = time.monotonic()
         self.process.start()
@@ -340,7 +343,7 @@ class ChildHandle:
     def kill(self) -> None:
         """SIGKILL the child now (its death is then reported by the watcher)."""
         self.expected_death = True
-        if self.process is not None and self.process.is_alive():
+        if self.process is not None and not self.dead:
             self.process.kill()
 
     def _drop_inbox(self) -> None:

@@ -189,7 +189,14 @@ class Supervisor(pykka.ThreadingActor):
              "workers_total": len(self._workers), "children_ready": ready,
              "children_total": len(self._all_children()), "queue_length": len(self._queue),
              "running": running, "crash_budget": self._budget.snapshot(),
-             "degraded": self._degraded}, active)
+             "degraded": self._degraded,
+             "children": [{"name": h.spec.name, "index": h.index, "pid": h.pid, "alive": h.alive,
+                           "ready": h.ready, "job_id": self._job_on(h)}
+                          for h in self._all_children()]}, active)
+
+    def _job_on(self, h: ChildHandle) -> str | None:
+        job = self._running_on(h.index) if h.spec.name == WORKER else None
+        return None if job is None else job.id
 
     def _all_children(self) -> list[ChildHandle]:
         return [h for hs in self._children.values() for h in hs]
@@ -374,6 +381,7 @@ class Supervisor(pykka.ThreadingActor):
         if h is None or h.pid != msg.pid or self._stopping:
             return
         h.ready = False
+        h.dead = True
         how = describe_exit(msg.exitcode)
         expected = h.expected_death
         if msg.name == WORKER:

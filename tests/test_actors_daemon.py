@@ -1,0 +1,316 @@
+"""The actor daemon with real processes: spec events, parallelism, queueing, cancel, faults, stop.
+
+One daemon (2 workers, no trading process) is shared by the tests that leave it healthy; tests
+that kill workers or stop the daemon start their own.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from actors import Daemon
+from tests.conftest import eventually
+
+START = {"backtest_id", "variant", "symbol", "timeframe", "start_date", "end_date", "timestamp"}
+PROGRESS = {"backtest_id", "progress", "status", "bars_processed", "total_bars", "current_date",
+            "trades_count", "current_pnl", "timestamp"}
+LOG = {"backtest_id", "timestamp", "level", "message", "module", "function", "line", "logger_name"}
+COMPLETE = {"backtest_id", "final_balance", "total_trades", "win_rate", "sharpe_ratio", "drawdown",
+            "return_pct", "duration_seconds", "timestamp", "results"}
+ERROR = {"backtest_id", "error", "error_details", "timestamp"}
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+FINAL = ("backtest_complete", "backtest_error")
+
+STRATEGIES = '''
+import time
+from engine.strategy import Param, Strategy
+
+class Slow(Strategy):
+    name = "slow"
+    params = (Param("delay", 0.002, float, "seconds per bar", min=0.0),)
+
+    def init(self, bars):
+        self.warmup = 1
+
+    def next(self, i, position):
+        time.sleep(self.delay)
+        return 1 if i % 40 < 20 else -1
+
+class Boom(Strategy):
+    name = "boom"
+
+    def init(self, bars):
+        self.warmup = 1
+
+    def next(self, i, position):
+        if i > 50:
+            return 1 / 0
+        return 0
+'''
+
+
+class Collector:
+    """The ``deliver`` callback: keeps every frame with its client ids, thread-safe."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.frames: list[tuple[str, tuple[int, ...], float]] = []
+
+    def __call__(self, batch: list[tuple[str, tuple[int, ...]]]) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.frames.extend((f, ids, now) for f, ids in batch)
+
+    def messages(self, client: int = 1) -> list[dict[str, Any]]:
+        with self.lock:
+            return [json.loads(f) for f, ids, _ in self.frames if client in ids]
+
+    def of(self, bid: str, client: int = 1) -> list[dict[str, Any]]:
+        return [m for m in self.messages(client) if (m.get("data") or {}).get("backtest_id") == bid]
+
+    def final(self, bid: str) -> dict[str, Any] | None:
+        return next((m for m in self.of(bid) if m["type"] in FINAL), None)
+
+    def wait_final(self, bid: str, timeout: float = 30) -> dict[str, Any]:
+        return eventually(lambda: self.final(bid), timeout=timeout)
+
+    def arrival(self, bid: str, etype: str) -> float:
+        with self.lock:
+            for f, _, t in self.frames:
+                m = json.loads(f)
+                if m.get("type") == etype and m["data"].get("backtest_id") == bid:
+                    return t
+        raise AssertionError(f"no {etype} for {bid}")
+
+
+@pytest.fixture(scope="module")
+def strategies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("strats") / "test_strats.py"
+    path.write_text(STRATEGIES)
+    return path
+
+
+def _start(data_dir: Path, workers: int = 2, **kw: Any) -> tuple[Daemon, Collector]:
+    col = Collector()
+    d = Daemon(data_dir, workers, col, children=[], **kw)
+    d.start()
+    d.subscribe(1, "backtest")
+    d.subscribe(1, "logs")
+    eventually(lambda: len(col.messages()) >= 2)
+    return d, col
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Collector]]:
+    d, col = _start(tmp_path_factory.mktemp("daemon"))
+    try:
+        yield d, col
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+def own(tmp_path: Path) -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    try:
+        yield started
+    finally:
+        for d in started:
+            d.stop()
+
+
+def slow(strategies: Path, delay: float = 0.005, end: str = "2020-03-31") -> dict[str, Any]:
+    return {"symbol": "SYNTH", "timeframe": "H1", "start_date": "2020-01-01", "end_date": end,
+            "strategy": f"{strategies}:Slow", "params": {"delay": delay}}
+
+
+FAST = {"symbol": "SYNTH", "timeframe": "H1", "start_date": "2020-01-01", "end_date": "2020-06-30"}
+
+
+def test_backtest_streams_exactly_the_spec_events_then_the_store_has_it(shared: tuple[Daemon, Collector]) -> None:
+    d, col = shared
+    bid = d.submit_backtest(dict(FAST, variant="vanilla"))
+    assert d.store is not None and d.store.get_run(bid)["status"] in ("queued", "running", "completed")
+    final = col.wait_final(bid)
+    assert final["type"] == "backtest_complete", final
+    events = col.of(bid)
+    kinds = [m["type"] for m in events]
+    assert kinds[0] == "backtest_start" and kinds[-1] == "backtest_complete"
+    assert "log_entry" in kinds  # trade logs reach the run's topic before its final event
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for m in events:
+        assert set(m) == {"type", "data", "seq"}
+        by_type.setdefault(m["type"], []).append(m["data"])
+    expected = {"backtest_start": START, "backtest_progress": PROGRESS, "log_entry": LOG,
+                "backtest_complete": COMPLETE}
+    for etype, datas in by_type.items():
+        for data in datas:
+            assert set(data) == expected[etype], etype
+            assert ISO.match(data["timestamp"]), data["timestamp"]
+    start = by_type["backtest_start"][0]
+    assert (start["symbol"], start["timeframe"], start["variant"]) == ("SYNTH", "H1", "vanilla")
+    assert (start["start_date"], start["end_date"]) == ("2020-01-01", "2020-06-30")
+    progress = [p["progress"] for p in by_type["backtest_progress"]]
+    assert progress[0] == 0.0 and progress[-1] == 100.0 and progress == sorted(progress)
+    last = by_type["backtest_progress"][-1]
+    assert last["status"] == f"Processing bar {last['total_bars']}/{last['total_bars']}"
+    log = next(e for e in by_type["log_entry"] if e["message"].startswith("Trade executed"))
+    assert log["logger_name"] == f"backtest.{bid}" and log["level"] == "INFO"
+    assert log["module"] == "simulator" and log["function"] and log["line"] > 0
+    done = by_type["backtest_complete"][0]
+    assert done["total_trades"] > 0 and isinstance(done["results"], dict)
+    # the "backtest" topic numbers every frame: strictly increasing seq
+    seqs = [m["seq"] for m in col.messages() if "seq" in m and m["type"] != "log_entry"
+            or (m["type"] == "log_entry" and "backtest_id" in m["data"])]
+    assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))
+    run = d.store.get_run(bid)
+    assert run["status"] == "completed" and run["progress"] == 100.0
+    assert run["metrics"]["total_trades"] == done["total_trades"]
+    assert [h["status"] for h in run["status_history"]] == ["queued", "running", "completed"]
+    assert len(d.store.get_trades(bid)) == done["total_trades"]
+    assert len(d.store.get_equity(bid)["equity"]) == len(run["results"]["equity"]["equity"]) > 0
+    # the per-run topic replays the whole run from seq 0
+    d.subscribe(2, f"backtest:{bid}", since=0)
+    replay = eventually(lambda: len(col.messages(2)) == len(events) + 1 and col.messages(2))
+    assert replay[0] == {"type": "subscription_confirmed", "topic": f"backtest:{bid}", "recovered": True}
+    assert [m["type"] for m in replay[1:]] == kinds
+    assert [m["seq"] for m in replay[1:]] == list(range(1, len(kinds) + 1))
+
+
+def test_two_backtests_run_in_parallel_on_two_workers(shared: tuple[Daemon, Collector], strategies: Path) -> None:
+    d, col = shared
+    ids = [d.submit_backtest(slow(strategies, 0.002, "2020-01-20")) for _ in range(2)]
+    for bid in ids:
+        assert col.wait_final(bid)["type"] == "backtest_complete"
+    assert d.store is not None
+    a, b = (d.store.get_run(i) for i in ids)
+    assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"], (a, b)
+
+
+def test_queue_waits_for_a_free_worker_and_cancel_works_queued_and_running(
+        shared: tuple[Daemon, Collector], strategies: Path) -> None:
+    d, col = shared
+    assert d.store is not None
+    busy = [d.submit_backtest(slow(strategies)) for _ in range(2)]
+    waiting = d.submit_backtest(FAST)
+    doomed = d.submit_backtest(FAST)
+    eventually(lambda: all(d.store.get_run(b)["status"] == "running" for b in busy))
+    eventually(lambda: all(col.of(b) for b in busy))  # started streaming
+    assert d.store.get_run(waiting)["status"] == "queued"
+    assert d.health()["queue_length"] == 2 and d.health()["running"] == 2
+    assert d.cancel_backtest(doomed) is True
+    err = col.wait_final(doomed)
+    assert (err["type"], err["data"]["error"]) == ("backtest_error", "Backtest cancelled")
+    assert set(err["data"]) == ERROR
+    run = d.store.get_run(doomed)
+    assert run["status"] == "cancelled" and run["started_at"] is None
+    t0 = time.monotonic()
+    assert d.cancel_backtest(busy[0]) is True
+    err = col.wait_final(busy[0], timeout=5)
+    assert col.arrival(busy[0], "backtest_error") - t0 < 1.0
+    assert err["data"]["error"] == "Backtest cancelled" and "cancelled by request" in err["data"]["error_details"]
+    assert col.wait_final(waiting)["type"] == "backtest_complete"  # it got the freed worker
+    assert d.cancel_backtest(busy[1]) is True
+    col.wait_final(busy[1], timeout=5)
+    assert d.store.get_run(busy[0])["status"] == d.store.get_run(busy[1])["status"] == "cancelled"
+    assert d.cancel_backtest(busy[1]) is False  # already finished
+    assert d.cancel_backtest("no-such-id") is False
+    eventually(lambda: d.health()["workers_ready"] == 2)
+
+
+def test_strategy_exception_ends_the_run_and_the_worker_takes_the_next_job(
+        shared: tuple[Daemon, Collector], strategies: Path) -> None:
+    d, col = shared
+    deaths = d.health()["crash_budget"]["deaths_in_window"]
+    bad = [d.submit_backtest(dict(FAST, strategy=f"{strategies}:Boom")) for _ in range(2)]
+    good = [d.submit_backtest(FAST) for _ in range(2)]
+    for bid in bad:
+        err = col.wait_final(bid)
+        assert err["type"] == "backtest_error" and set(err["data"]) == ERROR
+        assert err["data"]["error"] == "Strategy execution failed: ZeroDivisionError: division by zero"
+        assert "Traceback" in err["data"]["error_details"] and "1 / 0" in err["data"]["error_details"]
+        assert d.store is not None and d.store.get_run(bid)["status"] == "failed"
+    for bid in good:
+        assert col.wait_final(bid)["type"] == "backtest_complete"
+    assert d.health()["crash_budget"]["deaths_in_window"] == deaths  # no process died
+
+
+def _worker_running(d: Daemon, bid: str) -> dict[str, Any] | None:
+    return next((c for c in d.health()["children"] if c["job_id"] == bid), None)
+
+
+def test_sigkill_of_a_worker_fails_its_run_within_a_second_and_others_continue(
+        tmp_path: Path, own: list[Daemon], strategies: Path) -> None:
+    d, col = _start(tmp_path / "data")
+    own.append(d)
+    victim = d.submit_backtest(slow(strategies))
+    other = d.submit_backtest(slow(strategies, 0.002, "2020-01-25"))
+    child = eventually(lambda: _worker_running(d, victim) if col.of(victim) else None)
+    t0 = time.monotonic()
+    os.kill(child["pid"], signal.SIGKILL)
+    err = col.wait_final(victim, timeout=5)
+    assert col.arrival(victim, "backtest_error") - t0 < 1.0
+    assert err["data"]["error"] == "worker process died: killed by signal SIGKILL (exit code -9)"
+    assert d.store is not None and d.store.get_run(victim)["status"] == "failed"
+    assert col.wait_final(other)["type"] == "backtest_complete"
+    eventually(lambda: d.health()["workers_ready"] == 2)
+    pids = {c["pid"] for c in d.health()["children"] if c["name"] == "worker"}
+    assert child["pid"] not in pids and len(pids) == 2
+    assert col.wait_final(d.submit_backtest(FAST))["type"] == "backtest_complete"
+    assert d.health()["crash_budget"]["deaths_in_window"] == 1 and not d.health()["degraded"]
+
+
+def test_crash_budget_stops_respawning_and_reports_degraded(tmp_path: Path, own: list[Daemon]) -> None:
+    d, col = _start(tmp_path / "data", workers=1, crash_limit=1)
+    own.append(d)
+
+    def worker_pid() -> int | None:
+        c = next(c for c in d.health()["children"] if c["name"] == "worker")
+        return c["pid"] if c["ready"] else None
+
+    first = eventually(worker_pid)
+    os.kill(first, signal.SIGKILL)
+    second = eventually(lambda: worker_pid() not in (None, first) and worker_pid())
+    os.kill(second, signal.SIGKILL)
+    eventually(lambda: d.health()["degraded"])
+    h = d.health()
+    assert h["workers_alive"] == 0 and h["crash_budget"]["exhausted"] and h["status"] == "degraded"
+    logs = eventually(lambda: [m for m in col.messages() if m["type"] == "log_entry"
+                               and "crash budget exhausted" in m["data"]["message"]])
+    assert logs[0]["data"]["level"] == "ERROR" and "backtest_id" not in logs[0]["data"]
+    err = col.wait_final(d.submit_backtest(FAST), timeout=5)
+    assert err["data"]["error"] == "No backtest workers available"
+
+
+def test_stop_interrupts_running_runs_and_a_restart_keeps_every_finished_run(
+        tmp_path: Path, own: list[Daemon], strategies: Path) -> None:
+    data = tmp_path / "data"
+    d, col = _start(data)
+    done = d.submit_backtest(FAST)
+    assert col.wait_final(done)["type"] == "backtest_complete"
+    running = d.submit_backtest(slow(strategies))
+    queued = [d.submit_backtest(slow(strategies)) for _ in range(2)]
+    eventually(lambda: col.of(running))
+    t0 = time.monotonic()
+    d.stop()
+    assert time.monotonic() - t0 < 8.0
+    err = col.final(running)
+    assert err is not None and err["type"] == "backtest_error"
+    assert "shutting down" in err["data"]["error"]
+    d2, _ = _start(data)
+    own.append(d2)
+    assert d2.store is not None
+    assert d2.store.get_run(done)["status"] == "completed"
+    assert d2.store.get_run(done)["results"]["trades"] == d2.store.get_trades(done)
+    for bid in [running, *queued]:
+        assert d2.store.get_run(bid)["status"] == "interrupted"
+    assert {r["backtest_id"] for r in d2.store.list_runs()} == {done, running, *queued}
+    assert [r["backtest_id"] for r in d2.store.list_runs("completed")] == [done]

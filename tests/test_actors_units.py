@@ -1,0 +1,195 @@
+"""Unit tests of the actor layer's parts that need no child process: codec, budget, outbox, fan-out."""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.codec import pack, unpack
+from actors.connections import ConnectionManager, Disconnect, Publish, Subscribe, Unsubscribe, topics_for
+from actors.process import CrashBudget, Outbox, describe_exit
+from tests.conftest import eventually
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats(allow_nan=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=60, deadline=None)
+@given(json_values)
+def test_codec_round_trips_plain_data(value: Any) -> None:
+    assert unpack(pack(value)) == value
+
+
+def test_codec_turns_numpy_and_tuples_into_plain_values() -> None:
+    msg = {"f": np.float64(1.5), "i": np.int64(-3), "b": np.bool_(True), "a": np.arange(3),
+           "t": (1, "x"), "raw": b"\x00\xff"}
+    out = unpack(pack(msg))
+    assert out == {"f": 1.5, "i": -3, "b": True, "a": [0, 1, 2], "t": [1, "x"], "raw": b"\x00\xff"}
+    assert type(out["i"]) is int and type(out["b"]) is bool
+
+
+def test_codec_rejects_unknown_objects_with_the_type_name() -> None:
+    with pytest.raises(TypeError, match="object"):
+        pack({"x": object()})
+
+
+def test_describe_exit_names_the_signal() -> None:
+    assert describe_exit(-9) == "killed by signal SIGKILL (exit code -9)"
+    assert describe_exit(-15) == "killed by signal SIGTERM (exit code -15)"
+    assert describe_exit(3) == "exited with code 3"
+
+
+def test_crash_budget_allows_limit_deaths_per_window_then_stops() -> None:
+    now = [0.0]
+    budget = CrashBudget(limit=2, window=10.0, clock=lambda: now[0])
+    assert budget.record() and budget.record()
+    now[0] = 11.0  # the first two fell out of the window
+    assert budget.record() and budget.record()
+    assert not budget.record()
+    assert budget.snapshot()["exhausted"] is True
+    assert not budget.record()  # once exhausted it stays exhausted: no restart loop
+    with pytest.raises(ValueError, match="`limit`"):
+        CrashBudget(limit=0)
+
+
+def test_outbox_batches_keeps_order_and_flushes_by_age() -> None:
+    q: queue.Queue[bytes] = queue.Queue()
+    box = Outbox(q, batch_size=100, batch_age=0.003)
+    try:
+        for n in range(250):
+            box.send({"n": n})
+        got: list[int] = []
+
+        def drained() -> bool:
+            while not q.empty():
+                got.extend(m["n"] for m in unpack(q.get_nowait()))
+            return len(got) == 250
+
+        eventually(drained, timeout=5)
+        assert got == list(range(250))
+        box.send({"n": "late"})  # a lone message still goes out by age, not by size
+        assert unpack(q.get(timeout=2)) == [{"n": "late"}]
+    finally:
+        box.close()
+
+
+def test_outbox_drops_only_droppable_messages_when_the_queue_stays_full() -> None:
+    q: queue.Queue[bytes] = queue.Queue(maxsize=1)
+    q.put(b"blocker")
+    box = Outbox(q, batch_size=10, batch_age=0.001)
+    try:
+        box.send({"n": "progress"}, droppable=True)
+        box.send({"n": "final"})
+        eventually(lambda: box.dropped == 1, timeout=5)
+        q.get_nowait()  # the consumer catches up
+        assert unpack(q.get(timeout=5)) == [{"n": "final"}]
+    finally:
+        box.close(timeout=0.5)
+
+
+# ------------------------------------------------------------------ ConnectionManager
+class Frames:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: list[tuple[str, tuple[int, ...]]] = []
+        self.calls = 0
+
+    def __call__(self, batch: list[tuple[str, tuple[int, ...]]]) -> None:
+        with self.lock:
+            self.items.extend(batch)
+            self.calls += 1
+
+    def for_client(self, client: int) -> list[dict[str, Any]]:
+        with self.lock:
+            return [json.loads(f) for f, ids in self.items if client in ids]
+
+
+@pytest.fixture
+def cm() -> Iterator[tuple[Any, Frames]]:
+    frames = Frames()
+    ref = ConnectionManager.start(frames)
+    try:
+        yield ref, frames
+    finally:
+        ref.stop(timeout=5)
+
+
+def _start(bid: str) -> dict[str, Any]:
+    return {"type": "backtest_start", "data": {"backtest_id": bid}}
+
+
+def test_topics_route_by_event_type() -> None:
+    assert topics_for(_start("a")) == ("backtest", "backtest:a")
+    assert topics_for({"type": "log_entry", "data": {"backtest_id": "a"}}) == ("backtest", "backtest:a")
+    assert topics_for({"type": "log_entry", "data": {}}) == ("logs",)
+    assert topics_for({"type": "trading_update", "data": {}}) == ("trading",)
+    assert topics_for({"type": "sweep_progress", "data": {"sweep_id": "s"}}) == ("backtest", "sweep:s")
+    assert topics_for({"type": "bench_event", "data": {}}) == ("bench",)
+
+
+def test_seq_increases_per_topic_and_frames_are_encoded_once(cm: tuple[Any, Frames]) -> None:
+    ref, frames = cm
+    for client in (1, 2):
+        ref.tell(Subscribe(client, "backtest"))
+    ref.tell(Subscribe(3, "backtest:b"))
+    ref.tell(Subscribe(3, "logs"))
+    ref.tell(Publish([_start("a"), _start("b"), {"type": "log_entry", "data": {"message": "m"}},
+                      _start("b")]))
+    got = eventually(lambda: len(frames.for_client(3)) == 5 and frames.for_client(3))
+    assert [(m["type"], m.get("seq")) for m in got] == [
+        ("subscription_confirmed", None), ("subscription_confirmed", None),
+        ("backtest_start", 1), ("log_entry", 1), ("backtest_start", 2)]
+    assert [m["seq"] for m in frames.for_client(1)[1:]] == [1, 2, 3]
+    with frames.lock:  # one frame object per topic event, delivered to both clients at once
+        shared = [ids for f, ids in frames.items if '"seq":' in f and len(ids) == 2]
+    assert len(shared) == 3 and all(set(ids) == {1, 2} for ids in shared)
+
+
+def test_subscribe_since_replays_buffered_frames_or_says_not_recovered(cm: tuple[Any, Frames]) -> None:
+    ref, frames = cm
+    ref.tell(Publish([_start(str(n)) for n in range(5)]))
+    ref.tell(Subscribe(7, "backtest", since=3))
+    got = eventually(lambda: len(frames.for_client(7)) == 3 and frames.for_client(7))
+    assert got[0] == {"type": "subscription_confirmed", "topic": "backtest", "recovered": True}
+    assert [m["seq"] for m in got[1:]] == [4, 5]
+    ref.tell(Subscribe(8, "backtest", since=99))  # a seq from a previous daemon life
+    got = eventually(lambda: frames.for_client(8))
+    assert got == [{"type": "subscription_confirmed", "topic": "backtest", "recovered": False}]
+
+
+def test_ring_buffer_is_bounded_and_gap_is_reported(cm: tuple[Any, Frames]) -> None:
+    from actors.connections import RING_SIZE
+
+    ref, frames = cm
+    ref.tell(Publish([_start("x")] * (RING_SIZE + 10)))
+    ref.tell(Subscribe(5, "backtest", since=3))
+    ref.tell(Subscribe(6, "backtest", since=10))
+    eventually(lambda: frames.for_client(5) and frames.for_client(6))
+    assert frames.for_client(5) == [{"type": "subscription_confirmed", "topic": "backtest",
+                                     "recovered": False}]
+    assert len(frames.for_client(6)) == 1 + RING_SIZE
+
+
+def test_unsubscribe_disconnect_and_unknown_topic(cm: tuple[Any, Frames]) -> None:
+    ref, frames = cm
+    ref.tell(Subscribe(1, "nonsense"))
+    ref.tell(Subscribe(1, "trading"))
+    ref.tell(Subscribe(2, "trading"))
+    ref.tell(Unsubscribe(1, "trading"))
+    ref.tell(Disconnect(2))
+    ref.tell(Publish([{"type": "trading_update", "data": {"bot_id": "b", "status": "running", "pnl": 1}}]))
+    ref.tell(Subscribe(3, "trading"))
+    eventually(lambda: frames.for_client(3))
+    got = frames.for_client(1)
+    assert got[0]["type"] == "error" and "nonsense" in got[0]["error"] and "'trading'" in got[0]["error"]
+    assert [m["type"] for m in got] == ["error", "subscription_confirmed", "unsubscription_confirmed"]
+    assert [m["type"] for m in frames.for_client(2)] == ["subscription_confirmed"]
