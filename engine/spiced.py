@@ -207,17 +207,26 @@ class SpicedPlan:
     def block_reason(self, i: int, side: int) -> str:
         """Why an entry decided on bar ``i`` is refused by ``allow_entry`` (one log-ready phrase)."""
         label = int(self.regimes.labels[i])
+        if self.allow_entry[i]:
+            return f"{_SIDE.get(side, side)} {self._not_regime(i)}"
         return (f"{_SIDE.get(side, side)} blocked in regime {REGIME_NAMES[label]} "
                 f"({_measures(self.regimes, i, label)})")
 
     def _filtered(self, sim: Any) -> list[tuple[int, int, str | None]]:
         """Every refused entry in bar order: (bar, side, sizing reason or None for a regime block)."""
+        # A caller may refuse entries with its own mask too (walk-forward: outside the traded
+        # window); those are listed with what they are, not blamed on a regime.
+        allow = self.allow_entry
         rows: list[tuple[int, int, str | None]] = [
-            (int(i), int(side), None) for i, side in getattr(sim, "blocked_entries", [])]
+            (int(i), int(side), self._not_regime(int(i)) if allow[i] else None)
+            for i, side in getattr(sim, "blocked_entries", [])]
         if self.skipped:
             rows += self.skipped
             rows.sort(key=lambda r: r[0])
         return rows
+
+    def _not_regime(self, i: int) -> str:
+        return f"refused by the run's entry mask (regime {self.regimes.name(i)} is not blocked)"
 
     def _reason(self, i: int, sizing: str | None) -> str:
         label = int(self.regimes.labels[i])
@@ -289,6 +298,7 @@ class SpicedPlan:
             "filtered_total": len(filtered),
             "filtered_by_regime": dict(zip(REGIME_NAMES, by_regime.tolist())),
             "skipped_by_sizing": len(self.skipped),
+            "refused_by_mask": sum(1 for r in filtered if r[2] is not None and r[2].startswith("refused")),
             "performance_by_regime": self._performance(sim),
             "sizing": self._sizing_summary(),
             "warmup_bars": int(np.argmax(reg.labels != WARMUP)) if (reg.labels != WARMUP).any() else n,

@@ -182,3 +182,22 @@ def test_spiced_run_never_looks_ahead(synth: Bars) -> None:
     assert entries(cut) == entries(full) and len(entries(full)) > 20
     ra_full, ra_cut = (o["results"]["regime_analytics"] for o in (full, cut))
     assert ra_cut["transitions"] == [t for t in ra_full["transitions"] if t["bar"] <= k]
+
+
+def test_entries_refused_by_a_callers_mask_are_not_blamed_on_a_regime(synth: Bars) -> None:
+    """Walk-forward passes its own mask (plan.allow_entry & window); analytics says which is which."""
+    from engine.simulator import simulate_strategy
+    from engine.spiced import prepare_spiced
+    from engine.strategies import make_strategy
+
+    config = parse_config({"symbol": "SYNTH", "variant": "spiced"})
+    strategy = make_strategy("sma_cross", {})
+    plan = prepare_spiced(synth, strategy, config)
+    window = np.zeros(len(synth), dtype=bool)
+    window[3000:] = True
+    sim = simulate_strategy(synth, strategy, config, allow_entry=plan.allow_entry & window, sizer=plan.sizer)
+    ra = plan.analytics(sim)
+    masked = [f for f in ra["filtered_trades"] if f["reason"].startswith("refused by the run's entry mask")]
+    assert masked and all(f["bar"] < 3000 and f["regime"] not in ("ranging", "volatile") for f in masked)
+    assert ra["refused_by_mask"] == len(masked)
+    assert sum(ra["filtered_by_regime"].values()) + len(masked) == ra["filtered_total"]
