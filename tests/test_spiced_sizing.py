@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.sizing import (KellyStats, SizingParams, fixed_fractional_units, kelly_fraction,
                            kelly_multiplier, size_entry, sizing_atr)
@@ -94,3 +96,16 @@ def test_sizing_atr_expands_then_rolls() -> None:
     close = np.array([1.5, 2.5, 2.5, 4.5])
     # true ranges: 1, 2, 1, max(1, 2.5, 1.5) = 2.5
     assert np.allclose(sizing_atr(high, low, close, 2), [1.0, 1.5, 1.5, 1.75])
+
+
+@settings(max_examples=200, deadline=None)
+@given(equity=st.floats(1.0, 1e9), price=st.floats(0.01, 1e5), stop_frac=st.floats(0.0001, 0.5),
+       risk=st.floats(0.0001, 0.1), lev=st.floats(0.1, 100.0), f=st.one_of(st.none(), st.floats(-1, 1)))
+def test_size_is_never_negative_never_over_risk_or_leverage(equity: float, price: float, stop_frac: float,
+                                                             risk: float, lev: float, f: float | None) -> None:
+    p = SizingParams(risk_per_trade=risk, max_leverage=lev, kelly_floor=0.0, size_step=1e-6)
+    d = size_entry(p, equity=equity, ref_price=price, stop_price=price * (1 - stop_frac),
+                   atr_value=1.0, kelly_f=f)
+    assert d.units >= 0
+    assert d.units * price <= lev * equity * (1 + 1e-9)
+    assert d.units * price * stop_frac <= risk * equity * (1 + 1e-9)  # loss at the stop

@@ -14,7 +14,7 @@ from engine.backtest import run_backtest
 from engine.bars import Bars
 from engine.config import parse_config
 from engine.importers import read_bars
-from engine.regime import RegimeParams, detect_regimes
+from engine.regime import RANGING, VOLATILE, RegimeParams, detect_regimes
 from engine.sizing import sizing_atr
 from engine.synthetic import synthetic_bars
 
@@ -201,3 +201,16 @@ def test_entries_refused_by_a_callers_mask_are_not_blamed_on_a_regime(synth: Bar
     assert masked and all(f["bar"] < 3000 and f["regime"] not in ("ranging", "volatile") for f in masked)
     assert ra["refused_by_mask"] == len(masked)
     assert sum(ra["filtered_by_regime"].values()) + len(masked) == ra["filtered_total"]
+
+
+@pytest.mark.parametrize("min_confidence", [0.0, 0.5, 0.95])
+def test_min_confidence_blocks_only_confident_hostile_bars(synth: Bars, min_confidence: float) -> None:
+    from engine.spiced import prepare_spiced
+    from engine.strategies import make_strategy
+
+    config = parse_config({"symbol": "SYNTH", "variant": "spiced", "spiced": {"min_confidence": min_confidence}})
+    plan = prepare_spiced(synth, make_strategy("sma_cross", {}), config)
+    reg = plan.regimes
+    hostile = np.isin(reg.labels, [RANGING, VOLATILE])  # sma_cross's defaults
+    assert (plan.allow_entry == ~(hostile & (reg.confidence >= min_confidence))).all()
+    assert (~plan.allow_entry).sum() > 0
