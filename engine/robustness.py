@@ -33,8 +33,8 @@ from engine.walkforward import (DEFAULT_IN_SAMPLE, DEFAULT_OUT_OF_SAMPLE, WF_MOD
 DEFAULT_GRIDS: dict[str, dict[str, str]] = {
     "sma_cross": {"fast": "5:25:5", "slow": "10:60:10"},
     "rsi_reversion": {"period": "7:21:7", "lower": "20:35:5", "upper": "65:80:5"},
-    "donchian_breakout": {"period": "10:60:10"},
-    "bollinger_reversion": {"period": "10:40:10", "std": "1.5:2.5:0.5"},
+    "donchian_breakout": {"period": "10:60:10", "exit_period": "5:20:5"},
+    "bollinger_reversion": {"period": "10:40:10", "k": "1.5:2.5:0.5"},
 }
 
 DEFAULTS: dict[str, Any] = {

@@ -112,3 +112,14 @@ def test_verdict_rule() -> None:
     tail = robustness_verdict(0.8, 0.1, -25.0, 0.1)
     assert tail["verdict"] == "fragile" and "5th percentile" in tail["reasons"][-1]
     assert robustness_verdict(0.8, 0.1, 1.0, None)["checks"]["pbo"]["grade"] == "unknown"
+
+
+def test_every_built_in_has_a_usable_default_grid() -> None:
+    from engine.robustness import DEFAULT_GRIDS
+    from engine.strategies import BUILTINS
+    from engine.sweep_eval import split_valid
+
+    assert set(DEFAULT_GRIDS) == set(BUILTINS)
+    for name, grid in DEFAULT_GRIDS.items():
+        valid, _ = split_valid(name, expand_grid(normalize_grid(grid)))
+        assert len(valid) >= 4, name

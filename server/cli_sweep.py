@@ -1,0 +1,141 @@
+"""`qmx sweep`: evaluate a parameter grid locally and print the ranked results.
+
+Runs on this machine's one core with a progress bar on stderr (a daemon's ``POST /api/sweeps``
+fans the same grid out over its worker processes). Exit codes: 0 done; 2 bad arguments (one line
+naming the option and what is allowed), unknown data or no valid combination; 1 a file that
+cannot be read; 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.bars import TIMEFRAMES
+
+_SWEEP_VARIANTS = ("vanilla", "spiced")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of `qmx sweep`."""
+    parser.epilog = ("example: qmx sweep --symbol EURUSD --timeframe H1 --strategy sma_cross "
+                     "--grid fast=5:30:5 --grid slow=20:100:10 --objective 'return_pct / max(drawdown, 1)'")
+    a = parser.add_argument
+    a("--symbol", default="SYNTH", help="symbol in the data store (default SYNTH: synthetic data, always there)")
+    a("--timeframe", default="H1", help=f"one of {', '.join(TIMEFRAMES)} (default H1)")
+    a("--from", dest="start_date", default=None, metavar="YYYY-MM-DD", help="first day (default: all data)")
+    a("--to", dest="end_date", default=None, metavar="YYYY-MM-DD", help="last day, inclusive (default: all data)")
+    a("--strategy", default="sma_cross", help="built-in name or path/to/file.py:ClassName (default sma_cross)")
+    a("--grid", action="append", default=[], metavar="NAME=SPEC",
+      help="parameter values: START:STOP:STEP (inclusive) or V1,V2,... (repeatable; default: the "
+           "strategy's default grid)")
+    a("--param", action="append", default=[], metavar="NAME=VALUE", help="fixed strategy parameter (repeatable)")
+    a("--objective", default="sharpe_ratio",
+      help="sharpe_ratio (default), return_pct, profit_factor, calmar_ratio or an expression of metrics, "
+           "e.g. 'return_pct / max(drawdown, 1)'")
+    a("--top", default="20", metavar="N", help="rows to print (default 20; 0 = all)")
+    a("--variant", default="vanilla", help="vanilla (default) or spiced: the run each combination gets")
+    a("--balance", default=None, metavar="N", help="initial balance (default 10000)")
+    a("--size", default=None, metavar="N", help="position size (default 10000 units)")
+    a("--size-unit", dest="size_unit", default="units", help="units or lots (1 lot = 100,000 units)")
+    for cost in ("spread", "commission", "slippage"):
+        a(f"--{cost}", default=None, metavar="X", help=f"{cost} (as in qmx backtest; default 0)")
+    a("--data", type=Path, default=None, metavar="FILE", help="run on this bar file without storing it")
+    a("--data-dir", dest="data_dir", type=Path, default=None, metavar="DIR",
+      help="data directory (default: $QMX_DATA_DIR, else ~/.quantmindx)")
+    a("--json", action="store_true", help="print the sweep result object as JSON")
+    parser.set_defaults(spiced=[], robustness=[], seed=None)
+
+
+def _fail(lines: list[str], code: int = 2) -> int:
+    for line in lines:
+        print(f"qmx sweep: error: {line}", file=sys.stderr)
+    return code
+
+
+def _check(args: argparse.Namespace, errors: list[str]) -> tuple[Any, dict[str, list[Any]] | None, int]:
+    """(config, grid, top) from the options; every problem appended to ``errors``."""
+    from engine.config import ConfigError, parse_config  # noqa: PLC0415 - after argparse's --help
+    from engine.robustness import DEFAULT_GRIDS  # noqa: PLC0415
+    from engine.sweep import compile_objective, normalize_grid, parse_grid_args  # noqa: PLC0415
+    from server.cli_backtest import build_body  # noqa: PLC0415
+
+    if args.variant not in _SWEEP_VARIANTS:
+        errors.append(f"--variant must be one of {list(_SWEEP_VARIANTS)}, got {args.variant!r}")
+        args.variant = "vanilla"
+    body = build_body(args, errors)
+    config = grid = None
+    try:
+        config = parse_config(body)
+    except ConfigError as exc:
+        errors += [f"{_option(k)}: {v}" for k, v in exc.errors.items()]
+    try:
+        if args.grid:
+            grid = parse_grid_args(args.grid)
+        elif args.strategy in DEFAULT_GRIDS:
+            grid = normalize_grid(DEFAULT_GRIDS[args.strategy])
+        else:
+            errors.append(f"--grid is required for strategy {args.strategy!r} (built-ins have defaults: "
+                          f"{sorted(DEFAULT_GRIDS)})")
+    except ValueError as exc:
+        errors.append(f"--grid: {exc}")
+    try:
+        compile_objective(args.objective)
+    except ValueError as exc:
+        errors.append(f"--objective: {exc}")
+    top = int(args.top) if str(args.top).isdigit() else -1
+    if top < 0:
+        errors.append(f"--top must be an integer >= 0, got {args.top!r}")
+    if args.data is not None and not args.data.is_file():
+        errors.append(f"--data: file {str(args.data)!r} does not exist or is not a file")
+    return config, grid, top
+
+
+def _option(field: str) -> str:
+    names = {"symbol": "--symbol", "timeframe": "--timeframe", "start_date": "--from", "end_date": "--to",
+             "strategy": "--strategy", "initial_balance": "--balance", "size": "--size",
+             "size_unit": "--size-unit", "variant": "--variant"}
+    if field.startswith("params."):
+        return f"--param {field[7:]}"
+    if field.startswith("costs."):
+        return f"--{field[6:]}"
+    return names.get(field, field)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `qmx sweep`; returns the exit code."""
+    errors: list[str] = []
+    config, grid, top = _check(args, errors)
+    if errors or config is None or grid is None:
+        return _fail(errors)
+    from engine.importers import DataFormatError, read_bars  # noqa: PLC0415 - heavy imports after checks
+    from engine.store import DataNotFound, DataStore, default_data_dir  # noqa: PLC0415
+    from engine.sweep import run_sweep  # noqa: PLC0415
+    from server.cli_backtest import ProgressPrinter  # noqa: PLC0415
+    from server.report_text import format_sweep  # noqa: PLC0415
+
+    progress = ProgressPrinter(sys.stderr)
+    try:
+        if args.data is not None:
+            bars = read_bars(args.data, config.symbol, config.timeframe)
+            result = run_sweep(config, grid, objective=args.objective, bars=bars, progress=progress)
+        else:
+            store = DataStore(args.data_dir or default_data_dir())
+            result = run_sweep(config, grid, objective=args.objective, store=store, progress=progress)
+    except DataNotFound as exc:
+        progress.clear()
+        return _fail([f"--symbol/--timeframe/--from/--to: {exc}"])
+    except DataFormatError as exc:
+        progress.clear()
+        return _fail([f"--data: {exc}"], code=1)
+    except ValueError as exc:
+        progress.clear()
+        return _fail([str(exc)])
+    progress.clear()
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        print(format_sweep(result, top=top or None))
+    return 0
