@@ -89,7 +89,7 @@ class Regimes:
 
     ``confidence`` is the measure that defines the bar's label: the volatility percentile for
     ``volatile``, the efficiency ratio for trending labels, ``1 - efficiency ratio`` for ``ranging``
-    and 0 for ``warmup``. Measures are NaN where undefined.
+    and 1 for ``warmup`` (there is no doubt that the measures are not defined yet). Measures are NaN where undefined.
     """
 
     labels: np.ndarray
@@ -242,7 +242,7 @@ def detect_regimes(high: np.ndarray, low: np.ndarray, close: np.ndarray,
 
 
 def _confidence(labels: np.ndarray, er: np.ndarray, vol: np.ndarray) -> np.ndarray:
-    conf = np.zeros(labels.shape[0])
+    conf = np.ones(labels.shape[0])
     trending = (labels == TRENDING_UP) | (labels == TRENDING_DOWN)
     conf[trending] = er[trending]
     conf[labels == RANGING] = 1.0 - er[labels == RANGING]

@@ -150,7 +150,7 @@ class SpicedPlan:
         self.options = options
         self.default_units = float(default_units)
         self.sizing = SizingParams.from_options(options)
-        self.log = logger or logging.getLogger("engine.spiced")
+        self.log = logger  # None: a quiet run (sweeps), as the simulator treats it
         blocked = [REGIME_NAMES.index(r) for r in options["blocked_regimes"]]
         hostile = np.isin(regimes.labels, blocked) & (regimes.confidence >= options["min_confidence"])
         self.allow_entry: np.ndarray = ~hostile if options["regime_filter"] else np.ones(len(bars), bool)
@@ -170,7 +170,8 @@ class SpicedPlan:
     def _info(self, message: str) -> None:
         if self._logged < self.options["log_limit"]:
             self._logged += 1
-            self.log.info(message)
+            if self.log is not None:
+                self.log.info(message)
         else:
             self._unlogged += 1
 
@@ -255,7 +256,7 @@ class SpicedPlan:
         # Past the cap, count what is left instead of formatting lines nobody will see.
         self._unlogged += len(blocks) - k + self.changes.size - self._next_change
         self._next_change = self.changes.size
-        if self._unlogged:
+        if self._unlogged and self.log is not None:
             self.log.info("%d further regime log lines not logged (log_limit %d per run); "
                           "see results.regime_analytics", self._unlogged, limit)
 
