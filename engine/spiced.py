@@ -150,7 +150,8 @@ class SpicedPlan:
         self.options = options
         self.default_units = float(default_units)
         self.sizing = SizingParams.from_options(options)
-        self.log = logger  # None: a quiet run (sweeps), as the simulator treats it
+        # No logger, or one that drops INFO: a quiet run (sweeps, bot replays), as in the simulator.
+        self.log = logger if logger is not None and logger.isEnabledFor(logging.INFO) else None
         blocked = [REGIME_NAMES.index(r) for r in options["blocked_regimes"]]
         hostile = np.isin(regimes.labels, blocked) & (regimes.confidence >= options["min_confidence"])
         self.allow_entry: np.ndarray = ~hostile if options["regime_filter"] else np.ones(len(bars), bool)
