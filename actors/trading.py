@@ -164,9 +164,6 @@ class BotActor(pykka.ThreadingActor):
         self._sent_pnl: float | None = None
         self._sent_position = -1
 
-    def on_start(self) -> None:
-        self.actor_ref.tell(BotCommand("tick"))
-
     def on_receive(self, message: Any) -> Any:
         bot = self._bot
         if not isinstance(message, BotCommand):
@@ -184,8 +181,9 @@ class BotActor(pykka.ThreadingActor):
         elif message.cmd in ("stop", "kill"):
             status = "killed" if message.cmd == "kill" else "stopped"
             self._report(bot.stop(message.reason or f"{status} by request", status))
-        elif message.cmd == "announce":  # restored after a restart: tell clients where we are
+        elif message.cmd == "announce":  # first message: tell clients where we are, then run
             self._report(["status"], message.reason)
+            self.actor_ref.tell(BotCommand("tick"))
         return None
 
     def _tick(self) -> None:

@@ -2,6 +2,7 @@
 the kill switch, a SIGKILLed trading process and a daemon restart with bot state intact."""
 from __future__ import annotations
 
+import datetime
 import json
 import threading
 from pathlib import Path
@@ -30,6 +31,12 @@ class Boom(Strategy):
     def next(self, i, position):
         if i >= self.at:
             raise RuntimeError(f"boom at bar {i}")
+        return 1
+
+
+class Hold(Strategy):
+    name = "hold"
+    def next(self, i, position):
         return 1
 '''
 
@@ -103,6 +110,10 @@ def bot(daemon: Daemon, bot_id: str) -> dict[str, Any]:
     return dict(body)
 
 
+def iso_seconds(text: str) -> float:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def has_status(listener: Listener, bot_id: str, *wanted: str) -> Callable[[], bool]:
     def check() -> bool:
         seq = listener.statuses(bot_id)
@@ -125,6 +136,7 @@ def test_bot_starts_trades_pauses_stops_and_a_failing_strategy_stays_isolated(
     (tmp_path / "boom.py").write_text(BOOM)
     good = start_bot(d)
     bad = start_bot(d, strategy=f"{tmp_path / 'boom.py'}:Boom", params={"at": 40})
+    holder = start_bot(d, strategy=f"{tmp_path / 'boom.py'}:Hold", params={})
     eventually(has_status(trading, good, "starting", "running"), timeout=20)
     eventually(lambda: any(u["pnl"] != 0 and u["trades"] > 0 for u in trading.updates(good)), timeout=30)
     eventually(has_status(trading, bad, "starting", "running", "error"), timeout=30)
@@ -146,9 +158,19 @@ def test_bot_starts_trades_pauses_stops_and_a_failing_strategy_stays_isolated(
     assert len(final["trade_list"]) == final["trades"] > 0
     assert final["pnl"] == pytest.approx(sum(t["pnl"] for t in final["trade_list"]), abs=0.01)
     assert trading.updates(good)[-1]["pnl"] == final["pnl"]
-    for u in trading.updates(good):  # the spec's three fields, always
+    updates = trading.updates(good)
+    for u in updates:  # the spec's three fields, always
         assert isinstance(u["bot_id"], str) and isinstance(u["status"], str)
         assert isinstance(u["pnl"], (int, float)) and not isinstance(u["pnl"], bool)
+    # while PnL moves without trades, updates come at most once a second
+    eventually(lambda: len(trading.updates(holder)) >= 5, timeout=30)
+    held = trading.updates(holder)[2:]  # after starting, running and the entry
+    assert all(u["open_positions"] == 1 and u["trades"] == 0 for u in held)
+    assert len({u["pnl"] for u in held}) > 1
+    gaps = [iso_seconds(b["timestamp"]) - iso_seconds(a["timestamp"]) for a, b in zip(held, held[1:])]
+    assert min(gaps) >= 0.95 and max(gaps) < 5.0, gaps  # 5: slack for a loaded CI box
+    seqs = [f["seq"] for f in trading.frames]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     assert api(d, "GET", "/api/bots/nope")[0] == 404
     assert not [f for f in backtests.frames if f["type"] == "trading_update"]
 
