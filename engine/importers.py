@@ -317,14 +317,15 @@ def _parse_generic(data: bytes, name: str) -> _Parsed:
         raise DataFormatError(name, 1, f"header lacks columns {missing}; expected {LAYOUTS['generic']}")
     t = _table(data, name, delim.encode(), len(header), 1)
     label = header[0].strip() or "time"
-    ns = _generic_times(t, label)
+    ns = _generic_times(t, label, cols.get("time"))
     out: dict[str, np.ndarray] = {k: t.numbers(cols[k], k) for k in
                                   ("open", "high", "low", "close", "volume", "spread") if k in cols}
     out.setdefault("volume", np.zeros(len(ns)))
     return out, ns, t
 
 
-def _generic_times(t: _Table, label: str) -> np.ndarray:
+def _generic_times(t: _Table, label: str, time_col: int | None) -> np.ndarray:
+    """Times of the first column; a date-only first column adds a separate `Time` column if any."""
     first = t.text(0, 0).strip()
     if re.fullmatch(r"\d{10}|\d{13}", first):  # unix epoch seconds or milliseconds
         secs = t.numbers(0, label)
@@ -334,7 +335,11 @@ def _generic_times(t: _Table, label: str) -> np.ndarray:
     if pattern is None:
         raise t.fail(0, f"unparsable time {first!r} in column {label} (expected YYYY-MM-DD, "
                         "YYYY-MM-DD HH:MM[:SS[.fff]], ISO 8601 with T and Z, or unix seconds)")
-    return t.times(0, pattern, label)
+    ns = t.times(0, pattern, label)
+    if time_col is not None and "h" not in pattern:  # `Date,Time,Open,...` layouts
+        clock = t.text(0, time_col).strip()
+        ns = ns + t.times(time_col, "hh:mm:ss" if len(clock) == 8 else "hh:mm", "Time")
+    return ns
 
 
 _PARSERS = {"mt5": _parse_mt5, "histdata": _parse_histdata, "dukascopy": _parse_dukascopy,

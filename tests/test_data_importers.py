@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.bars import NS_PER_S, Bars
 from engine.importers import DataFormatError, detect_format, read_bars
@@ -121,6 +123,7 @@ def test_dukascopy_utc(reference: Bars, tmp_path: Path) -> None:
     ('"Datetime","Open","High","Low","Close","Volume"\n"2024-01-02 10:00:00.000","1","2","0.5","1.5","3"\n'
      '"2024-01-02 11:00:00.000","1.5","2","1","1","4"\n', None),
     ("time\tOpen\tHigh\tLow\tClose\n1704189600\t1\t2\t0.5\t1.5\n1704193200\t1.5\t2\t1\t1\n", None),
+    ("Date,Time,Open,High,Low,Close\n2024.01.02,10:00,1,2,0.5,1.5\n2024.01.02,11:00,1.5,2,1,1\n", None),
     ("Time,Open,High,Low,Close,Tick_Volume\n2024-01-02T10:00:00+00:00,1,2,0.5,1.5,3\n"
      "2024-01-02T11:00:00+00:00,1.5,2,1,1,4\n\n", None),
 ])
@@ -218,3 +221,61 @@ def test_large_m1_file_is_vectorised() -> None:
     assert bars.time[0] == (t0 * 60 + 5 * 3600) * NS_PER_S
     np.testing.assert_allclose(bars.close, np.round(price, 5))
     assert elapsed < 15, f"300k lines took {elapsed:.1f} s"
+
+
+def _write_layout(fmt: str, bars: Bars) -> bytes:
+    """Bars in one of the four layouts (times UTC; histdata shifted to EST like the real files)."""
+    rows = zip(bars.time, bars.open, bars.high, bars.low, bars.close, bars.volume)
+    if fmt == "mt5":
+        head = ["<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>"]
+        body = [f"{_stamp([t], '%Y.%m.%d')[0]}\t{_stamp([t], '%H:%M:%S')[0]}\t{o:.5f}\t{h:.5f}\t{lo:.5f}\t{c:.5f}"
+                f"\t{int(v)}\t0\t3" for t, o, h, lo, c, v in rows]
+        return "\r\n".join(head + body).encode("utf-16")
+    if fmt == "histdata":
+        body = [f"{_stamp([t - 5 * HOUR], '%Y%m%d %H%M%S')[0]};{o:.5f};{h:.5f};{lo:.5f};{c:.5f};{int(v)}"
+                for t, o, h, lo, c, v in rows]
+        return "\n".join(body).encode()
+    if fmt == "dukascopy":
+        head = ["Gmt time,Open,High,Low,Close,Volume"]
+        body = [f"{_stamp([t], '%d.%m.%Y %H:%M:%S.000')[0]},{o:.5f},{h:.5f},{lo:.5f},{c:.5f},{v:.2f}"
+                for t, o, h, lo, c, v in rows]
+        return "\r\n".join(head + body).encode()
+    head = [",Open,High,Low,Close,Volume"]
+    body = [f"{_stamp([t], '%Y-%m-%d %H:%M:%S')[0]},{float(o)!r},{float(h)!r},{float(lo)!r},{float(c)!r},{int(v)}"
+            for t, o, h, lo, c, v in rows]
+    return "\n".join(head + body).encode()
+
+
+_cents = st.integers(min_value=50_000, max_value=20_000_000)  # prices 0.5 .. 200 in 1e-5 steps
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 300), _cents, _cents, st.integers(0, 5000), st.integers(0, 5000),
+                          st.integers(0, 10**7)), min_size=1, max_size=40),
+       st.sampled_from(["mt5", "histdata", "dukascopy", "generic"]), st.data())
+def test_any_valid_file_round_trips_and_any_bad_field_names_its_line(
+        rows: list[tuple[int, ...]], fmt: str, data: st.DataObject) -> None:
+    gaps = [r[0] for r in rows]
+    if len(gaps) > 1:
+        gaps[1] = 1  # one pair of bars one hour apart, as any real H1 file has
+    hours = np.cumsum(gaps) + 438_000  # about 2020, whole hours: H1 bars
+    ko, kc = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])  # prices in 1e-5 units
+    kh = np.maximum(ko, kc) + np.array([r[3] for r in rows])
+    kl = np.minimum(ko, kc) - np.array([r[4] for r in rows])
+    bars = Bars("X", "H1", hours * HOUR, ko / 1e5, kh / 1e5, kl / 1e5, kc / 1e5, np.array([r[5] for r in rows], float))
+    content = _write_layout(fmt, bars)
+    got = read_bars(content, "X", "H1", filename="p.csv")
+    assert got.meta["format"] == fmt
+    assert_same_bars(got, bars)
+    # break one number on one line: the error must point at exactly that line
+    text = content.decode("utf-16" if fmt == "mt5" else "ascii")
+    lines = text.split("\r\n" if "\r\n" in text else "\n")
+    header = 0 if fmt == "histdata" else 1
+    row = data.draw(st.integers(0, len(rows) - 1))
+    delim = {"mt5": "\t", "histdata": ";"}.get(fmt, ",")
+    fields = lines[header + row].split(delim)
+    fields[-2 if fmt != "mt5" else 5] = "1.2.3"
+    lines[header + row] = delim.join(fields)
+    with pytest.raises(DataFormatError) as err:
+        read_bars("\n".join(lines).encode(), "X", "H1", filename="p.csv", fmt=fmt)
+    assert err.value.line == header + row + 1 and "unparsable number '1.2.3'" in str(err.value)
