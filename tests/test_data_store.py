@@ -187,3 +187,35 @@ def test_default_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.delenv("QMX_DATA_DIR")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert default_data_dir() == tmp_path / ".quantmindx"
+
+
+def _import_part(root: str, path: str) -> None:
+    DataStore(root).import_csv(Path(path), "EURUSD", "H1")
+
+
+def test_concurrent_imports_lose_nothing(tmp_path: Path, mt5: Path) -> None:
+    """Four processes import disjoint quarters at once; the per-symbol lock keeps every row."""
+    import multiprocessing
+
+    lines = mt5.read_text().splitlines()
+    parts = []
+    for i in range(4):
+        part = tmp_path / f"part{i}.csv"
+        part.write_text("\n".join([lines[0], *lines[1 + i * 1250:1 + (i + 1) * 1250]]))
+        parts.append(str(part))
+    root = str(tmp_path / "data")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_import_part, args=(root, p)) for p in parts]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+    bars = DataStore(root).load("EURUSD", "H1")
+    np.testing.assert_array_equal(bars.time, read_bars(mt5, "EURUSD", "H1").time)
