@@ -44,6 +44,15 @@ DIRECT_EVENTS = frozenset({"trading_update", "bench_event"})
 log = logging.getLogger("actors.daemon")
 
 
+def _normalized(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as ``engine.parse_config`` sees it, every default filled in (raises ConfigError)."""
+    from engine.config import parse_config  # noqa: PLC0415 - the main process needs it only here
+
+    if not isinstance(config, dict):
+        raise TypeError(f"`config` must be a dict, got {type(config).__name__}")
+    return parse_config(config).to_dict()
+
+
 class QueueFull(RuntimeError):
     """The job queue holds MAX_QUEUE jobs already; the submission was refused."""
 
@@ -201,11 +210,12 @@ class Daemon:
     def submit_backtest(self, config: dict[str, Any]) -> str:
         """Queue a backtest (``config`` as validated by ``engine.parse_config``); returns its id.
 
-        Writes the ``queued`` row before returning (blocking I/O: call it from an executor).
-        Raises :class:`QueueFull` or :class:`DaemonNotRunning`.
+        The config is validated again and stored with every default filled in (``ConfigError``,
+        a ``ValueError`` naming each bad field, if it is invalid). Writes the ``queued`` row
+        before returning (blocking I/O: call it from an executor). Raises :class:`QueueFull`
+        or :class:`DaemonNotRunning` when the job cannot be taken.
         """
-        if not isinstance(config, dict):
-            raise TypeError(f"`config` must be a dict, got {type(config).__name__}")
+        config = _normalized(config)
         self._check_running()
         self._check_queue()
         assert self.store is not None
@@ -217,8 +227,7 @@ class Daemon:
     def submit_sweep(self, config: dict[str, Any], grid: dict[str, list[Any]],
                      objective: str = "sharpe_ratio") -> str:
         """Queue a parameter sweep split over all workers; returns its ``sweep_id``."""
-        if not isinstance(config, dict):
-            raise TypeError(f"`config` must be a dict, got {type(config).__name__}")
+        config = _normalized(config)
         if not isinstance(grid, dict) or not grid:
             raise ValueError(f"`grid` must be a non-empty object of parameter -> values, got {grid!r}")
         if not isinstance(objective, str) or not objective:

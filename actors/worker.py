@@ -25,6 +25,7 @@ from actors.process import ChildIO
 from actors.runstore import METRIC_FIELDS, now_iso
 
 PROGRESS_INTERVAL = 0.1  # at most ~10 progress events per second per backtest
+STOP_GRACE = 1.0  # seconds a running job gets to end when the worker is asked to stop
 
 log = logging.getLogger("actors.worker")
 
@@ -181,10 +182,10 @@ class _ProgressEmitter:
             raise Cancelled(self._cancel.reason(self._bid))
         self._last = p
         now = time.monotonic()
-        if self.last_bars < 0 and p.bars_processed > 0:
+        first = self.last_bars < 0
+        if first and p.bars_processed > 0:
             self._emit(0, p.total_bars, p.current_date, 0, 0.0)  # always start at 0 %
-        if self.last_bars < 0 or p.bars_processed >= p.total_bars or \
-                now - self._last_emit >= PROGRESS_INTERVAL:
+        if first or p.bars_processed >= p.total_bars or now - self._last_emit >= PROGRESS_INTERVAL:
             self._emit(p.bars_processed, p.total_bars, p.current_date, p.trades_count, p.current_pnl)
 
     def final(self) -> None:
@@ -228,6 +229,8 @@ def worker_main(io: ChildIO) -> None:
         # Stopping (or orphaned): ask a running engine to stop at its next progress report.
         cancel.request_all("daemon shutting down")
         try:
-            actor.stop(block=True, timeout=2)
+            actor.stop(block=True, timeout=STOP_GRACE)
         except pykka.Timeout:
-            log.warning("worker %s: job did not stop within 2 s; exiting anyway", io.label)
+            # The engine checks for cancellation between chunks of bars; a slow per-bar strategy
+            # may not reach the next check soon. Its run is already marked interrupted.
+            log.warning("worker %s: job did not stop within %s s; exiting anyway", io.label, STOP_GRACE)

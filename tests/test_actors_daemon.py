@@ -110,7 +110,7 @@ def _start(data_dir: Path, workers: int = 2, **kw: Any) -> tuple[Daemon, Collect
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Daemon, Collector]]:
-    d, col = _start(tmp_path_factory.mktemp("daemon"))
+    d, col = _start(tmp_path_factory.mktemp("daemon"), diagnostics=True)
     try:
         yield d, col
     finally:
@@ -217,6 +217,9 @@ def test_queue_waits_for_a_free_worker_and_cancel_works_queued_and_running(
     err = col.wait_final(busy[0], timeout=5)
     assert col.arrival(busy[0], "backtest_error") - t0 < 1.0
     assert err["data"]["error"] == "Backtest cancelled" and "cancelled by request" in err["data"]["error_details"]
+    # Slow sleeps 5 ms per bar, so the engine's next check between chunks of bars is far away:
+    # this is the hard-kill path, and a fresh worker takes the slot (no crash budget spent).
+    assert "was killed" in err["data"]["error_details"]
     assert col.wait_final(waiting)["type"] == "backtest_complete"  # it got the freed worker
     assert d.cancel_backtest(busy[1]) is True
     col.wait_final(busy[1], timeout=5)
@@ -224,6 +227,7 @@ def test_queue_waits_for_a_free_worker_and_cancel_works_queued_and_running(
     assert d.cancel_backtest(busy[1]) is False  # already finished
     assert d.cancel_backtest("no-such-id") is False
     eventually(lambda: d.health()["workers_ready"] == 2)
+    assert d.health()["crash_budget"]["deaths_in_window"] == 0
 
 
 def test_strategy_exception_ends_the_run_and_the_worker_takes_the_next_job(
@@ -241,6 +245,56 @@ def test_strategy_exception_ends_the_run_and_the_worker_takes_the_next_job(
     for bid in good:
         assert col.wait_final(bid)["type"] == "backtest_complete"
     assert d.health()["crash_budget"]["deaths_in_window"] == deaths  # no process died
+
+
+def test_sweep_is_split_over_the_workers_and_stored_ranked(shared: tuple[Daemon, Collector]) -> None:
+    d, col = shared
+    sid = d.submit_sweep(dict(FAST), {"fast": [5, 10, 30], "slow": [20, 50]}, "sharpe_ratio")
+
+    def sweep() -> list[dict[str, Any]]:
+        return [m for m in col.messages() if (m.get("data") or {}).get("sweep_id") == sid]
+
+    done = eventually(lambda: next((m for m in sweep() if m["type"] in ("sweep_complete", "sweep_error")),
+                                   None), timeout=30)
+    assert done["type"] == "sweep_complete", done
+    start = next(m for m in sweep() if m["type"] == "sweep_start")["data"]
+    assert start["combinations"] == 6 and start["parts"] == 2 and start["strategy"] == "sma_cross"
+    assert (done["data"]["evaluated"], done["data"]["skipped"]) == (5, 1)  # fast 30 >= slow 20
+    values = [r["objective_value"] for r in done["data"]["results"]]
+    assert values == sorted(values, reverse=True) and done["data"]["best"] == done["data"]["results"][0]
+    assert d.store is not None
+    stored = d.store.get_sweep(sid)
+    assert stored["status"] == "completed" and stored["results"]["results"] == done["data"]["results"]
+    assert stored["grid"] == {"fast": [5, 10, 30], "slow": [20, 50]}
+
+
+def test_bad_arguments_are_refused_naming_the_argument(shared: tuple[Daemon, Collector], tmp_path: Path) -> None:
+    from engine import ConfigError
+
+    d, col = shared
+    with pytest.raises(ConfigError, match="symbol"):
+        d.submit_backtest({"symbol": "", "timeframe": "H2"})
+    with pytest.raises(ValueError, match="`workers` must be an integer >= 1"):
+        Daemon(tmp_path, 0, col)
+    with pytest.raises(ValueError, match="`since`"):
+        d.subscribe(1, "backtest", since=-1)
+    with pytest.raises(ValueError, match="`grid`"):
+        d.submit_sweep(dict(FAST), {}, "sharpe_ratio")
+    with pytest.raises(ValueError, match="`count`"):
+        d.submit_burst(0)
+    d.subscribe(9, "bogus")
+    err = eventually(lambda: col.messages(9))[0]
+    assert err["type"] == "error" and "'backtest'" in err["error"]
+
+
+def test_burst_events_reach_the_bench_topic_in_order(shared: tuple[Daemon, Collector]) -> None:
+    d, col = shared
+    d.subscribe(4, "bench")
+    eventually(lambda: col.messages(4))
+    d.submit_burst(3000, None, 16)
+    got = eventually(lambda: len(col.messages(4)) == 3001 and col.messages(4), timeout=20)
+    assert [m["data"]["n"] for m in got[1:]] == list(range(3000))
+    assert set(got[1]["data"]) == {"n", "emit_ns", "pad"} and len(got[1]["data"]["pad"]) == 16
 
 
 def _worker_running(d: Daemon, bid: str) -> dict[str, Any] | None:

@@ -193,3 +193,63 @@ def test_unsubscribe_disconnect_and_unknown_topic(cm: tuple[Any, Frames]) -> Non
     assert got[0]["type"] == "error" and "nonsense" in got[0]["error"] and "'trading'" in got[0]["error"]
     assert [m["type"] for m in got] == ["error", "subscription_confirmed", "unsubscription_confirmed"]
     assert [m["type"] for m in frames.for_client(2)] == ["subscription_confirmed"]
+
+
+# ------------------------------------------------------------------ worker/log pieces
+class FakeIO:
+    """Collects what a child would put on its outbox (the pieces below only call send)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[dict[str, Any], bool]] = []
+
+    def send(self, msg: dict[str, Any], droppable: bool = False) -> None:
+        self.sent.append((msg, droppable))
+
+
+def test_progress_emitter_throttles_always_sends_0_and_100_and_cancels() -> None:
+    from engine import Cancelled, Progress
+
+    from actors.worker import _Cancel, _ProgressEmitter
+
+    io, cancel = FakeIO(), _Cancel()
+    emit = _ProgressEmitter(io, "b1", 1000, cancel)  # type: ignore[arg-type]
+    for done in (250, 260, 270):  # the engine's first report is past 0: a 0 % event comes first
+        emit(Progress(done, 1000, "2020-01-02", 1, 2.5))
+    emit.final()
+    sent = [m["data"] for m, _ in io.sent]
+    assert [d["progress"] for d in sent] == [0.0, 25.0, 100.0]  # 260/270 throttled away
+    assert sent[-1]["status"] == "Processing bar 1000/1000" and sent[1]["trades_count"] == 1
+    assert [drop for _, drop in io.sent] == [False, True, False]  # 0 and 100 are never dropped
+    cancel.request("b1", "cancelled by test")
+    with pytest.raises(Cancelled):
+        emit(Progress(500, 1000, "2020-01-03", 1, 0.0))
+    cancel.clear("b1")
+    cancel.request_all("daemon shutting down")
+    assert cancel.reason("anything") == "daemon shutting down"
+
+
+def test_log_actor_maps_records_to_spec_entries_rate_limits_and_forwards_barriers(tmp_path: Any) -> None:
+    import actors.logproc as lp
+
+    io = FakeIO()
+    ref = lp.LogActor.start(io, tmp_path / "logs")  # type: ignore[arg-type]
+    rec = {"name": "backtest.abc", "levelname": "CRITICAL", "message": "m", "module": "simulator",
+           "funcName": "opened", "lineno": 12, "created": 0.5, "processName": "worker-0", "dropped": 0}
+    try:
+        ref.ask([rec, {"barrier": "abc"}, dict(rec, name="actors.x")], timeout=5)
+        entries = [m for m, _ in io.sent]
+        assert entries[0] == {"type": "log_entry", "data": {
+            "backtest_id": "abc", "timestamp": "1970-01-01T00:00:00.500Z", "level": "ERROR",
+            "message": "m", "module": "simulator", "function": "opened", "line": 12,
+            "logger_name": "backtest.abc"}}
+        assert entries[1] == {"type": "_log_barrier", "data": {"job_id": "abc"}}
+        assert "backtest_id" not in entries[2]["data"] and entries[2]["data"]["logger_name"] == "actors.x"
+        io.sent.clear()
+        ref.ask([dict(rec, message=str(n)) for n in range(lp.STREAM_LIMIT_PER_S + 50)], timeout=10)
+        streamed = [m for m, _ in io.sent if m["type"] == "log_entry"]
+        assert len(streamed) <= lp.STREAM_LIMIT_PER_S
+    finally:
+        ref.stop(timeout=5)
+    text = (tmp_path / "logs" / "qmx.log").read_text()
+    assert "simulator.opened:12 m" in text and text.count("\n") >= lp.STREAM_LIMIT_PER_S + 50
+    assert "not streamed" in text  # the loss is reported, not silent
