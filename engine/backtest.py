@@ -94,7 +94,7 @@ def to_json(value: Any) -> Any:
 
 def _iso(ns: np.ndarray) -> list[str]:
     s = np.datetime_as_string((np.asarray(ns, dtype=np.int64) // 1_000_000).astype("datetime64[ms]"), unit="ms")
-    return [t + "Z" for t in s.tolist()]
+    return np.char.add(s, "Z").tolist()
 
 
 def _clean(x: float) -> float | None:
@@ -135,22 +135,17 @@ def trades_json(bars: Bars, sim: SimResult) -> list[dict[str, Any]]:
     """Closed trades as JSON rows (``return_pct`` in percent, times ISO 8601 UTC)."""
     if sim.n_trades == 0:
         return []
+    pnl, ret = sim.pnl, sim.return_pct * 100
+    finite = bool(np.isfinite(pnl).all() and np.isfinite(ret).all())
     cols = (sim.entry_bar.tolist(), sim.exit_bar.tolist(), _iso(bars.time[sim.entry_bar]),
-            _iso(bars.time[sim.exit_bar]), sim.side.tolist(), sim.size.tolist(), sim.entry_price.tolist(),
-            sim.exit_price.tolist(), sim.pnl.tolist(), (sim.return_pct * 100).tolist(),
-            sim.exit_reason.tolist())
+            _iso(bars.time[sim.exit_bar]), np.where(sim.side > 0, "long", "short").tolist(),
+            sim.size.tolist(), sim.entry_price.tolist(), sim.exit_price.tolist(),
+            pnl.tolist() if finite else [_clean(x) for x in pnl.tolist()],
+            ret.tolist() if finite else [_clean(x) for x in ret.tolist()],
+            np.asarray(EXIT_REASONS)[sim.exit_reason].tolist())
     keys = ("entry_bar", "exit_bar", "entry_time", "exit_time", "side", "size", "entry_price",
             "exit_price", "pnl", "return_pct", "exit_reason")
-    sides = {1: "long", -1: "short"}
-    rows = []
-    for row in zip(*cols):
-        d = dict(zip(keys, row))
-        d["side"] = sides[d["side"]]
-        d["exit_reason"] = EXIT_REASONS[d["exit_reason"]]
-        d["pnl"] = _clean(d["pnl"])
-        d["return_pct"] = _clean(d["return_pct"])
-        rows.append(d)
-    return rows
+    return [dict(zip(keys, row)) for row in zip(*cols)]
 
 
 def equity_json(bars: Bars, equity: np.ndarray, points: int = EQUITY_POINTS) -> dict[str, list[Any]]:

@@ -14,23 +14,47 @@ def _check_period(period: int, name: str = "period") -> None:
 
 
 def _rolling_sum(x: np.ndarray, period: int) -> np.ndarray:
-    # Prefix sums of values centred on the first one keep the subtraction well conditioned
-    # over millions of bars (prices drift little relative to their level).
-    out = np.full(x.shape[0], np.nan)
-    if x.shape[0] < period:
-        return out
-    c = np.cumsum(x - x[0])
-    s = c[period - 1:].copy()
-    s[1:] -= c[:-period]
-    out[period - 1:] = s + period * x[0]
+    return _window_sums(_prefix(x), x, period)
+
+
+def _prefix(x: np.ndarray) -> np.ndarray:
+    """Prefix sums ``c[k] = sum(x[:k] - x[0])``; centring on the first value keeps the later
+    subtraction well conditioned over millions of bars (prices drift little relative to their level)."""
+    c = np.empty(x.shape[0] + 1)
+    c[0] = 0.0
+    if x.shape[0]:
+        np.cumsum(x - x[0], out=c[1:])
+    return c
+
+
+def _window_sums(c: np.ndarray, x: np.ndarray, period: int) -> np.ndarray:
+    n = x.shape[0]
+    out = np.empty(n)
+    out[: period - 1] = np.nan
+    if n >= period:
+        tail = out[period - 1:]
+        np.subtract(c[period:], c[:-period], out=tail)
+        tail += period * x[0]
     return out
 
 
 def sma(x: np.ndarray, period: int) -> np.ndarray:
     """Simple moving average over the last ``period`` values."""
-    _check_period(period)
+    return smas(x, period)[0]
+
+
+def smas(x: np.ndarray, *periods: int) -> list[np.ndarray]:
+    """Several simple moving averages of ``x`` sharing one pass of prefix sums."""
+    for p in periods:
+        _check_period(p)
     x = np.asarray(x, dtype=np.float64)
-    return _rolling_sum(x, period) / period
+    c = _prefix(x)
+    out = []
+    for p in periods:
+        s = _window_sums(c, x, p)
+        s /= p
+        out.append(s)
+    return out
 
 
 def rolling_std(x: np.ndarray, period: int) -> np.ndarray:
@@ -93,9 +117,17 @@ def bollinger(close: np.ndarray, period: int = 20, k: float = 2.0) -> tuple[np.n
 
 def crossover(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """True at bar i when ``a[i-1] < b[i-1]`` and ``a[i] > b[i]`` (strict; NaN never crosses)."""
+    return crosses(a, b)[0]
+
+
+def crosses(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(a crosses above b, a crosses below b)`` per bar, strict as :func:`crossover`."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    out = np.zeros(a.shape[0], dtype=bool)
+    above, below = a > b, a < b
+    up = np.zeros(a.shape[0], dtype=bool)
+    down = np.zeros(a.shape[0], dtype=bool)
     if a.shape[0] > 1:
-        out[1:] = (a[:-1] < b[:-1]) & (a[1:] > b[1:])
-    return out
+        np.logical_and(below[:-1], above[1:], out=up[1:])
+        np.logical_and(above[:-1], below[1:], out=down[1:])
+    return up, down

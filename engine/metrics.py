@@ -32,7 +32,18 @@ def _geometric_mean(r: np.ndarray) -> float:
     return float(np.exp(np.log(g).sum() / r.size) - 1)
 
 
-def _annual_days(time: np.ndarray, day: np.ndarray) -> int:
+def _day_starts(time: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(UTC day number, index of its first bar) of every calendar day that has bars.
+
+    Binary search per day instead of dividing every timestamp: O(days log bars)."""
+    first, last = int(time[0]) // NS_PER_DAY, int(time[-1]) // NS_PER_DAY
+    days = np.arange(first, last + 1, dtype=np.int64)
+    idx = np.searchsorted(time, days * NS_PER_DAY, "left")
+    keep = np.diff(np.append(idx, time.size)) > 0
+    return days[keep], idx[keep]
+
+
+def _annual_days(time: np.ndarray, days: np.ndarray, starts: np.ndarray) -> int:
     tail = time[-100:]
     freq_days = int(np.median(np.diff(tail)) // NS_PER_DAY) if tail.size > 1 else 0
     if freq_days == 7:
@@ -42,19 +53,22 @@ def _annual_days(time: np.ndarray, day: np.ndarray) -> int:
     if freq_days == 365:
         return 1
     # share of bars on Saturday/Sunday; 1970-01-01 was a Thursday (Monday = 0)
-    first = np.flatnonzero(np.diff(day)) + 1
-    starts = np.concatenate(([0], first))
-    per_day = np.diff(np.append(starts, day.size))
-    weekend = (day[starts] + 3) % 7 >= 5
-    have_weekends = per_day[weekend].sum() / day.size > 2 / 7 * 0.6
+    per_day = np.diff(np.append(starts, time.size))
+    weekend = (days + 3) % 7 >= 5
+    have_weekends = per_day[weekend].sum() / time.size > 2 / 7 * 0.6
     return 365 if have_weekends else 252
 
 
-def daily_returns(time: np.ndarray, equity: np.ndarray, day: np.ndarray | None = None) -> np.ndarray:
+def daily_returns(time: np.ndarray, equity: np.ndarray) -> np.ndarray:
     """Percent change (as fractions) of equity at the last bar of each calendar day with bars."""
-    day = time // NS_PER_DAY if day is None else day
-    last = np.flatnonzero(np.diff(day)) if day.size else np.zeros(0, dtype=np.int64)
-    eq = np.append(equity[last], equity[-1]) if day.size else np.zeros(0)
+    if time.size == 0:
+        return np.zeros(0)
+    _, starts = _day_starts(time)
+    return _daily_returns(equity, starts)
+
+
+def _daily_returns(equity: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    eq = equity[np.append(starts[1:] - 1, equity.size - 1)]
     return eq[1:] / eq[:-1] - 1 if eq.size > 1 else np.zeros(0)
 
 
@@ -115,9 +129,9 @@ def compute_metrics(time: np.ndarray, close: np.ndarray, equity: np.ndarray, *, 
 
 
 def _annualised(time: np.ndarray, equity: np.ndarray, max_dd: float) -> dict[str, float]:
-    day = time // NS_PER_DAY
-    days = _annual_days(time, day)
-    dr = daily_returns(time, equity, day)
+    day_numbers, starts = _day_starts(time)
+    days = _annual_days(time, day_numbers, starts)
+    dr = _daily_returns(equity, starts)
     g = np.float64(_geometric_mean(dr))
     # numpy floats overflow to inf (then None in JSON) where Python floats would raise
     with np.errstate(all="ignore"):
@@ -156,6 +170,12 @@ def _trade_stats(time: np.ndarray, pnl: np.ndarray, ret: np.ndarray, entry_bar: 
     avg_loss = -float(pnl[pnl < 0].mean()) if np.any(pnl < 0) else math.nan
     s["kelly_criterion"] = win - (1 - win) / (avg_win / avg_loss) if k else math.nan
     # Exposure as backtesting.py counts it: closed trades only, entry to exit bar inclusive.
-    marks = np.bincount(entry_bar, minlength=n + 1)[: n + 1] - np.bincount(exit_bar + 1, minlength=n + 1)[: n + 1]
-    s["exposure_pct"] = float(np.count_nonzero(np.cumsum(marks[:n]) > 0)) / n * 100
+    # Trades are sorted and never nest, so the union of [entry, exit] spans is their total
+    # length minus the bars shared with the previous span (a reversal shares one bar).
+    if k:
+        covered = int((exit_bar - entry_bar + 1).sum())
+        covered -= int(np.maximum(exit_bar[:-1] - entry_bar[1:] + 1, 0).sum())
+        s["exposure_pct"] = covered / n * 100
+    else:
+        s["exposure_pct"] = 0.0
     return s

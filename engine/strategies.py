@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from engine.bars import Bars
-from engine.indicators import bollinger, crossover, rolling_max, rolling_min, rsi, sma
+from engine.indicators import bollinger, crosses, rolling_max, rolling_min, rsi, smas
 from engine.strategy import RISK_PARAMS, Param, Signals, Strategy, load_strategy_file
 
 __all__ = ["BUILTINS", "SmaCross", "RsiReversion", "DonchianBreakout", "BollingerReversion",
@@ -51,16 +51,14 @@ class SmaCross(Strategy):
 
     def init(self, bars: Bars) -> None:
         self.warmup = self.slow
-        self.f = sma(bars.close, self.fast)
-        self.s = sma(bars.close, self.slow)
+        self.f, self.s = smas(bars.close, self.fast, self.slow)
         self.down_side = -1 if self.mode == "reversal" else 0
 
     def prepare_next(self) -> None:
         self.fl, self.sl_ = self.f.tolist(), self.s.tolist()
 
     def signals(self, bars: Bars) -> Signals:
-        return Signals(_cross_targets(crossover(self.f, self.s), crossover(self.s, self.f),
-                                      self.mode == "reversal"))
+        return Signals(_cross_targets(*crosses(self.f, self.s), self.mode == "reversal"))
 
     def next(self, i: int, position: int) -> int | None:
         f, s = self.fl, self.sl_
@@ -103,7 +101,7 @@ class RsiReversion(Strategy):
     def signals(self, bars: Bars) -> Signals:
         r, lvl = self.r, np.full(self.r.shape[0], float(self.exit_level))
         target = np.full(r.shape[0], np.nan)
-        target[crossover(r, lvl) | crossover(lvl, r)] = 0.0
+        target[np.logical_or(*crosses(r, lvl))] = 0.0
         if self.allow_short:
             target[r > self.upper] = -1.0
         target[r < self.lower] = 1.0
@@ -190,7 +188,7 @@ class BollingerReversion(Strategy):
     def signals(self, bars: Bars) -> Signals:
         c = self.close
         target = np.full(c.shape[0], np.nan)
-        target[crossover(c, self.mid) | crossover(self.mid, c)] = 0.0
+        target[np.logical_or(*crosses(c, self.mid))] = 0.0
         if self.allow_short:
             target[c > self.up] = -1.0
         target[c < self.lo] = 1.0
