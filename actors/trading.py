@@ -333,7 +333,8 @@ class TradingActor(pykka.ThreadingActor):
             self._io.send({"type": "trading_update", "data": crash})
         if state.status == "starting":
             bot.set_status("running")
-        note = "resumed after a crash" if self._restart_reason else "resumed after a restart"
+        verb = "resumed" if state.status == "running" else "restored"
+        note = f"{verb} after a {'crash' if self._restart_reason else 'restart'}"
         self._spawn(bot_id, bot, "announce", note)
 
     def _build(self, bot_id: str, body: dict[str, Any], state: Any) -> Any:

@@ -25,8 +25,6 @@ from engine.config import BacktestConfig, ConfigError, parse_config
 from engine.feeds import Bar, MarketFeed, ReplayFeed, SyntheticLiveFeed
 
 STATUSES: tuple[str, ...] = ("starting", "running", "paused", "stopped", "error", "killed")
-#: Statuses a bot never leaves (its position is flat and its feed is no longer read).
-FINAL_STATUSES: frozenset[str] = frozenset({"stopped", "error", "killed"})
 FEED_TYPES: tuple[str, ...] = ("replay", "synthetic")
 BOT_VARIANTS: tuple[str, ...] = ("vanilla", "spiced")
 BOT_FIELDS: tuple[str, ...] = ("name", "feed", "risk")
@@ -254,6 +252,8 @@ class PaperBot:
         self.state = state if state is not None else BotState()
         self.broker: Broker = broker if broker is not None else PaperBroker()
         self._run_config = replace(config.backtest, start_date=None, end_date=None)
+        # bot.<id> records reach the daemon's `logs` topic as log_entry events
+        self.log = logging.getLogger(f"bot.{bot_id}")
 
     # -- account arithmetic ------------------------------------------------------------
     @property
@@ -379,6 +379,8 @@ class PaperBot:
         fill = self.broker.open(bt.symbol, t["side"], float(t["size"]), float(t["entry_price"]), when)
         s.positions.append({"entry_bar": int(t["entry_bar"]), "entry_time": ns_to_iso(when),
                             "side": fill.side, "size": fill.units, "entry_price": fill.price})
+        self.log.info("Trade executed: %s %g units %s @ %.5f", "BUY" if fill.side == "long" else "SELL",
+                      fill.units, bt.symbol, fill.price)
         return True
 
     def _exit(self, t: Mapping[str, Any], history: Bars) -> None:
@@ -403,6 +405,9 @@ class PaperBot:
               source: str) -> None:
         self.state.positions.remove(p)
         trade.update(exit_price=exit_price, pnl=pnl, source=source)
+        self.log.info("Trade closed: %s %g units %s @ %.5f (%s), PnL %.2f",
+                      "SELL" if p["side"] == "long" else "BUY", p["size"], self.config.backtest.symbol,
+                      exit_price, trade.get("exit_reason", source), pnl)
         if source != "engine":
             entry_value = p["entry_price"] * p["size"]
             trade["return_pct"] = 100.0 * pnl / entry_value if entry_value else 0.0
