@@ -72,13 +72,13 @@ def parse_fixed_times(g: np.ndarray, lens: np.ndarray, pattern: str) -> tuple[np
     if g.shape[1] < width:
         g = np.pad(g, ((0, 0), (0, width - g.shape[1])))
     g = g[:, :width]
-    digits = g.astype(np.int64) - 48
+    digits = g.astype(np.int32) - 48
     vals: dict[str, np.ndarray] = {}
     for ch in set(pattern) & set(_FIELD_CHARS):
         pos = [i for i, c in enumerate(pattern) if c == ch]
         dg = digits[:, pos]
         bad |= ((dg < 0) | (dg > 9)).any(axis=1)
-        vals[ch] = dg @ (10 ** np.arange(len(pos) - 1, -1, -1, dtype=np.int64))
+        vals[ch] = (dg @ (10 ** np.arange(len(pos) - 1, -1, -1, dtype=np.int32))).astype(np.int64)
     for i, c in enumerate(pattern):
         if c not in _FIELD_CHARS:
             bad |= g[:, i] != ord(c)
@@ -141,6 +141,9 @@ class _Table:
     def numbers(self, col: int, label: str) -> np.ndarray:
         """Column ``col`` parsed as float64; an unparsable field raises naming its line."""
         g = self.matrix(col)
+        fast = _plain_decimals(g)
+        if fast is not None:
+            return fast
         strings = np.ascontiguousarray(g).view(f"S{g.shape[1]}").ravel()
         try:
             return strings.astype(np.float64)
@@ -158,6 +161,36 @@ class _Table:
             raise self.fail(row, f"unparsable time {self.text(row, col)!r} in column {label} "
                                  f"(expected {pattern})")
         return ns
+
+
+def _plain_decimals(g: np.ndarray) -> np.ndarray | None:
+    """Parse a column of plain decimals ('-1.07214') with integer arithmetic, or None.
+
+    Handles only optional '-', up to 15 digits and one '.', which is what bar files hold; anything
+    else (exponents, 'nan', spaces) returns None and numpy's parser takes over. With at most 15
+    digits the mantissa and 10**decimals are exact doubles, so one IEEE division gives the
+    correctly rounded value: the same float numpy's parser returns, about 5x faster.
+    """
+    digit = (g >= 48) & (g <= 57)
+    dot = g == 46
+    pad = g == 0
+    minus = g[:, 0] == 45
+    allowed = digit | dot | pad
+    allowed[:, 0] |= minus
+    ndigits = digit.sum(axis=1)
+    if not allowed.all() or (dot.sum(axis=1) > 1).any() or ndigits.min(initial=1) == 0 \
+            or ndigits.max(initial=0) > 15 or (np.maximum.accumulate(pad, axis=1) & ~pad).any():
+        return None
+    mantissa = np.zeros(len(g), np.int64)
+    decimals = np.zeros(len(g), np.int64)
+    after_dot = np.zeros(len(g), bool)
+    for j in range(g.shape[1]):  # a loop over characters (a dozen), vectorised over rows
+        d = digit[:, j]
+        mantissa = np.where(d, mantissa * 10 + (g[:, j].astype(np.int64) - 48), mantissa)
+        decimals += d & after_dot
+        after_dot |= dot[:, j]
+    value = mantissa / 10.0 ** decimals
+    return np.where(minus, -value, value)
 
 
 def _first_unparsable(strings: np.ndarray) -> int:
@@ -219,8 +252,11 @@ def _table(data: bytes, name: str, delim: bytes, ncols: int, header_lines: int) 
     skip = int(before[header_lines - 1]) if header_lines else 0
     d = dpos[skip:].reshape(rows.size, ncols - 1)
     padded = np.concatenate((buf, np.zeros(_MAX_FIELD + 1, np.uint8)))
-    return _Table(name, padded, np.column_stack((starts[rows], d + 1)),
-                  np.column_stack((d, nl[rows])), rows + 1)
+    field_starts = np.empty((rows.size, ncols), np.int64)
+    field_starts[:, 0], field_starts[:, 1:] = starts[rows], d + 1
+    field_ends = np.empty((rows.size, ncols), np.int64)
+    field_ends[:, :-1], field_ends[:, -1] = d, nl[rows]
+    return _Table(name, padded, field_starts, field_ends, rows + 1)
 
 
 def _header(data: bytes) -> str:
