@@ -5,9 +5,10 @@ The actor never loops over clients: for each event and topic it builds ONE JSON 
 the topic's subscribers change. All frames produced by one message are handed over in one
 ``deliver`` call, so the server hops to its event loop once per batch.
 
-Ring buffers: the last 2048 frames of each shared topic (``backtest``, ``logs``, ``trading``,
-``bench``) and the last 512 of each per-run topic (``backtest:<id>``, ``sweep:<id>``); at most
-256 per-run topics are kept, the least recently used one is forgotten first.
+Ring buffers: the last 2048 frames (at most 32 MB) of each shared topic (``backtest``, ``logs``,
+``trading``, ``bench``) and the last 512 frames (at most 4 MB) of each per-run topic
+(``backtest:<id>``, ``sweep:<id>``); at most 64 per-run topics are kept, the least recently used
+one without subscribers is forgotten first. Whichever limit is hit first evicts the oldest frames.
 """
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ Deliver = Callable[[list[tuple[str, tuple[int, ...]]]], None]
 
 SHARED_TOPICS: tuple[str, ...] = ("backtest", "trading", "logs", "bench")
 RING_SIZE = 2048
+RING_BYTES = 32 * 1024 * 1024
 RUN_RING_SIZE = 512
-MAX_RUN_TOPICS = 256
+RUN_RING_BYTES = 4 * 1024 * 1024
+MAX_RUN_TOPICS = 64
 _RUN_TOPIC = re.compile(r"^(backtest|sweep):[A-Za-z0-9_.-]{1,64}$")
 _BACKTEST_EVENTS = frozenset({"backtest_start", "backtest_progress", "backtest_complete",
                               "backtest_error"})
@@ -84,27 +87,46 @@ class Disconnect:
 
 
 class _Topic:
-    __slots__ = ("seq", "ring", "subscribers", "ids")
+    """One topic: its seq counter, bounded ring buffer (frames and bytes) and subscribers."""
 
-    def __init__(self, size: int) -> None:
+    __slots__ = ("seq", "ring", "bytes", "max_frames", "max_bytes", "subscribers", "ids")
+
+    def __init__(self, max_frames: int, max_bytes: int) -> None:
         self.seq = 0
-        self.ring: deque[tuple[int, str]] = deque(maxlen=size)
+        self.ring: deque[tuple[int, str]] = deque()
+        self.bytes = 0
+        self.max_frames, self.max_bytes = max_frames, max_bytes
         self.subscribers: set[int] = set()
         self.ids: tuple[int, ...] = ()
+
+    def append(self, frame: str) -> None:
+        self.ring.append((self.seq, frame))
+        self.bytes += len(frame)
+        while len(self.ring) > self.max_frames or (self.bytes > self.max_bytes and len(self.ring) > 1):
+            self.bytes -= len(self.ring.popleft()[1])
 
 
 class ConnectionManager(pykka.ThreadingActor):
     """Owns subscriptions; numbers, buffers and encodes events once; hands frames to ``deliver``."""
 
+    use_daemon_thread = True
+
     def __init__(self, deliver: Deliver) -> None:
         super().__init__()
         self._deliver = deliver
-        self._topics: dict[str, _Topic] = {t: _Topic(RING_SIZE) for t in SHARED_TOPICS}
+        self._topics: dict[str, _Topic] = {t: _Topic(RING_SIZE, RING_BYTES) for t in SHARED_TOPICS}
         self._run_topics: OrderedDict[str, _Topic] = OrderedDict()
         self._client_topics: dict[int, set[str]] = {}
         self.delivered_frames = 0
 
     def on_receive(self, message: Any) -> Any:
+        try:
+            self._handle(message)
+        except Exception:  # an exception would stop the actor: log it and keep serving
+            log.exception("ConnectionManager failed on %s", type(message).__name__)
+        return None
+
+    def _handle(self, message: Any) -> None:
         if isinstance(message, Publish):
             self._hand_over(self._publish(message.events))
         elif isinstance(message, Subscribe):
@@ -114,7 +136,6 @@ class ConnectionManager(pykka.ThreadingActor):
         elif isinstance(message, Disconnect):
             for topic in self._client_topics.pop(message.client_id, set()):
                 self._remove(message.client_id, topic)
-        return None
 
     def _hand_over(self, batch: list[tuple[str, tuple[int, ...]]]) -> None:
         if not batch:
@@ -134,7 +155,7 @@ class ConnectionManager(pykka.ThreadingActor):
             return t
         if not create:
             return None
-        t = self._run_topics[name] = _Topic(RUN_RING_SIZE)
+        t = self._run_topics[name] = _Topic(RUN_RING_SIZE, RUN_RING_BYTES)
         while len(self._run_topics) > MAX_RUN_TOPICS:
             old_name, old = next(iter(self._run_topics.items()))
             if old.subscribers:  # never forget a topic somebody still listens to
@@ -160,7 +181,7 @@ class ConnectionManager(pykka.ThreadingActor):
                 assert t is not None
                 t.seq += 1
                 frame = f"{head}{t.seq}}}"
-                t.ring.append((t.seq, frame))
+                t.append(frame)
                 if t.ids:
                     out.append((frame, t.ids))
                     self.delivered_frames += len(t.ids)

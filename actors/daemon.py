@@ -188,8 +188,12 @@ class Daemon:
             direct: list[dict[str, Any]] = []
             rest: list[dict[str, Any]] = []
             for raw in raws:
-                for msg in unpack(raw):
-                    (direct if msg.get("type") in DIRECT_EVENTS else rest).append(msg)
+                try:
+                    msgs = unpack(raw)
+                    for msg in msgs:
+                        (direct if msg.get("type") in DIRECT_EVENTS else rest).append(msg)
+                except Exception:  # a garbled batch must not take the bridge down
+                    log.exception("dropping an undecodable outbox batch of %d bytes", len(raw))
             try:
                 if direct:
                     self._cm.tell(Publish(direct))

@@ -78,8 +78,13 @@ class LogActor(pykka.ThreadingActor):
         self._unreported = 0
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, list):
-            self._handle(message)
+        try:
+            if isinstance(message, list):
+                self._handle(message)
+        except Exception:  # keep logging even if one record is malformed
+            self._io.send(log_entry({"name": "actors.logproc", "levelname": "ERROR",
+                                     "message": "log process failed on a batch of records",
+                                     "module": "logproc", "funcName": "on_receive"}))
         return None
 
     def on_stop(self) -> None:

@@ -128,6 +128,9 @@ class Supervisor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         try:
             return self._dispatch_message(message)
+        except Exception:  # an exception would stop this actor and with it the whole daemon
+            log.exception("supervisor failed on %s; carrying on", type(message).__name__)
+            return None
         finally:
             if self._out:
                 events, self._out = self._out, []

@@ -73,7 +73,13 @@ class BacktestActor(pykka.ThreadingActor):
         self._data_dir = Path(io.ctx.data_dir)
 
     def on_receive(self, message: Any) -> Any:
-        job = message["job"]
+        try:
+            self._run(message["job"])
+        except Exception:  # an exception would stop the actor and leave the worker useless
+            log.exception("worker %s failed to run a job", self._io.label)
+        return None
+
+    def _run(self, job: dict[str, Any]) -> None:
         kind = job.get("kind", "backtest")
         started = time.monotonic()
         try:
@@ -87,10 +93,12 @@ class BacktestActor(pykka.ThreadingActor):
             else:
                 status, final = "failed", error_event(job["job_id"], "Unknown job kind",
                                                       f"kind must be backtest/sweep_part/burst, got {kind!r}")
+        except Exception as exc:  # the run must still end with a final event, or its slot hangs
+            status, final = "failed", error_event(job["job_id"], f"Internal worker error: "
+                                                  f"{type(exc).__name__}: {exc}", traceback.format_exc())
         finally:
             self._cancel.clear(job["job_id"])
         self._finish(job, status, final, time.monotonic() - started)
-        return None
 
     def _finish(self, job: dict[str, Any], status: str, final: dict[str, Any] | None,
                 elapsed: float) -> None:
