@@ -263,6 +263,17 @@ SECTIONS: list[Callable[[Context], list[Row]]] = [
 ]
 
 
+
+def section_sweep(ctx: Context) -> list[Row]:
+    """The 45-pair SMA grid on 100k bars vs peers (scripts/bench_sweep.py, issue 3)."""
+    from bench_sweep import sweep_rows  # noqa: PLC0415 - scripts/ is on sys.path when run as a script
+
+    bars = ctx.bars.window(0, min(len(ctx.bars), 100_000))
+    return sweep_rows(bars, bars.window(0, min(len(bars), 10_000)), ctx.repeat, ctx.vectorbt)
+
+
+SECTIONS.append(section_sweep)
+
 def print_table(rows: list[Row]) -> None:
     print(f"{'what':<50} {'bars':>10} {'seconds':>9} {'bars/s':>12}  note")
     for r in rows:
