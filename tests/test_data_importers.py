@@ -279,3 +279,18 @@ def test_any_valid_file_round_trips_and_any_bad_field_names_its_line(
     with pytest.raises(DataFormatError) as err:
         read_bars("\n".join(lines).encode(), "X", "H1", filename="p.csv", fmt=fmt)
     assert err.value.line == header + row + 1 and "unparsable number '1.2.3'" in str(err.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.from_regex(r"-?[0-9]{1,9}(\.[0-9]{0,6})?", fullmatch=True), min_size=1, max_size=50))
+def test_integer_decimal_parser_equals_numpy(values: list[str]) -> None:
+    """The fast path must return exactly the floats numpy's own parser returns, sign of zero included."""
+    from engine.importers import _plain_decimals
+
+    strings = np.array([v.encode() for v in values])
+    matrix = np.frombuffer(strings.tobytes(), np.uint8).reshape(len(values), -1)
+    fast = _plain_decimals(matrix)
+    want = strings.astype(np.float64)
+    assert fast is not None
+    np.testing.assert_array_equal(fast, want)
+    np.testing.assert_array_equal(np.signbit(fast), np.signbit(want))
