@@ -29,7 +29,8 @@ class CliError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `qmx bots`."""
-    parser.add_argument("action", choices=ACTIONS, help="what to do")
+    # no argparse `choices`/`type`: we check values ourselves so each problem is one line
+    parser.add_argument("action", metavar="ACTION", help=f"one of {', '.join(ACTIONS)}")
     parser.add_argument("bot_id", nargs="?", help="bot id (show, stop, pause, resume)")
     parser.add_argument("--server", default=os.environ.get("QMX_SERVER", DEFAULT_SERVER),
                         help=f"daemon URL (default $QMX_SERVER or {DEFAULT_SERVER})")
@@ -42,14 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="strategy parameter (repeatable); VALUE is JSON or a string")
     g.add_argument("--variant", default="vanilla", help="vanilla or spiced (default vanilla)")
     g.add_argument("--feed", default="replay", help="replay or synthetic (default replay)")
-    g.add_argument("--speed", type=float, default=None, metavar="SECONDS",
+    g.add_argument("--speed", default=None, metavar="SECONDS",
                    help="seconds per bar: replay default 0.1 (0 = as fast as possible), synthetic 1.0")
     g.add_argument("--from", dest="start_date", help="replay start date YYYY-MM-DD")
     g.add_argument("--to", dest="end_date", help="replay end date YYYY-MM-DD")
-    g.add_argument("--balance", type=float, default=None, help="initial balance (default 10000)")
-    g.add_argument("--size", type=float, default=None, help="position size (default 10000 units)")
+    g.add_argument("--balance", default=None, help="initial balance (default 10000)")
+    g.add_argument("--size", default=None, help="position size (default 10000 units)")
     g.add_argument("--lots", action="store_true", help="--size is in lots (100,000 units)")
-    g.add_argument("--max-daily-loss", type=float, default=None, help="stop the bot after this daily loss")
+    g.add_argument("--max-daily-loss", default=None, metavar="AMOUNT",
+                   help="stop the bot (flattened) after losing this much in one day")
     g.add_argument("--name", default="", help="a label for the bot")
 
 
@@ -58,6 +60,15 @@ def _value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def _number(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise CliError(f"{option} must be a number, got {text!r}", 2) from None
 
 
 def start_body(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,16 +87,19 @@ def start_body(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {"symbol": args.symbol, "timeframe": args.timeframe,
                             "strategy": args.strategy, "params": params, "variant": args.variant,
                             "name": args.name, "feed": {"type": args.feed}}
-    if args.speed is not None:
-        body["feed"]["seconds_per_bar" if args.feed == "replay" else "bar_interval"] = args.speed
+    speed = _number(args.speed, "--speed")
+    if speed is not None:
+        body["feed"]["seconds_per_bar" if args.feed == "replay" else "bar_interval"] = speed
     for key, value in (("start_date", args.start_date), ("end_date", args.end_date),
-                       ("initial_balance", args.balance), ("size", args.size)):
+                       ("initial_balance", _number(args.balance, "--balance")),
+                       ("size", _number(args.size, "--size"))):
         if value is not None:
             body[key] = value
     if args.lots:
         body["size_unit"] = "lots"
-    if args.max_daily_loss is not None:
-        body["risk"] = {"max_daily_loss": args.max_daily_loss}
+    loss = _number(args.max_daily_loss, "--max-daily-loss")
+    if loss is not None:
+        body["risk"] = {"max_daily_loss": loss}
     return body
 
 
@@ -140,6 +154,8 @@ def _need_id(args: argparse.Namespace) -> str:
 
 def _dispatch(args: argparse.Namespace) -> tuple[Any, str]:
     s, action = args.server, args.action
+    if action not in ACTIONS:
+        raise CliError(f"ACTION must be one of {list(ACTIONS)}, got {action!r}", 2)
     if action == "list":
         data = request(s, "GET", "/api/bots")
         return data, format_table(data["bots"], data.get("halted", False))

@@ -160,7 +160,7 @@ def test_daily_loss_limit_flattens_and_stops_with_a_reason(strats: Path) -> None
         if bot.state.status != "running":
             break
     assert bot.state.status == "stopped" and not bot.state.positions
-    assert bot.state.reason.startswith("daily loss limit reached: lost 4")
+    assert bot.state.reason is not None and bot.state.reason.startswith("daily loss limit reached: lost 4")
     assert bot.pnl == pytest.approx(-40.0, abs=1e-6) and bot.feed.position == 5
 
 
