@@ -56,8 +56,10 @@ def default_data_dir() -> Path:
 
 def check_symbol(symbol: object) -> str:
     """The symbol uppercased, or ``ValueError`` when it is not 1-32 of ``A-Z a-z 0-9 . _ -``."""
-    if not isinstance(symbol, str) or not _SYMBOL.match(symbol):
-        raise ValueError(f"`symbol` must be 1-32 characters of A-Z, a-z, 0-9, '.', '_' or '-', got {symbol!r}")
+    # at least one letter or digit, so '.' and '..' can never name a directory outside bars/
+    if not isinstance(symbol, str) or not _SYMBOL.match(symbol) or not any(c.isalnum() for c in symbol):
+        raise ValueError(f"`symbol` must be 1-32 characters of A-Z, a-z, 0-9, '.', '_' or '-' "
+                         f"(at least one letter or digit), got {symbol!r}")
     return symbol.upper()
 
 
@@ -203,11 +205,11 @@ class DataStore:
         part = arr[lo:max(lo, hi)]
         cols = {name: part[name].view(np.ndarray) for name in DTYPE.names or ()}
         spread: np.ndarray | None = cols["spread"]
-        missing = np.isnan(spread)
+        missing = np.isnan(cols["spread"])
         if missing.all():
             spread = None
         elif missing.any():  # merged files where only some had a spread: fill with the known mean
-            spread = np.where(missing, np.nanmean(spread), spread)
+            spread = np.where(missing, np.nanmean(cols["spread"]), cols["spread"])
         side = self._sidecar(symbol, timeframe)
         return Bars(symbol=symbol, timeframe=timeframe, time=cols["time"], open=cols["open"],
                     high=cols["high"], low=cols["low"], close=cols["close"], volume=cols["volume"],

@@ -164,6 +164,7 @@ def test_bytes_upload(store: DataStore, mt5: Path) -> None:
     ("EUR/USD", "H1", "`symbol` must be 1-32 characters"),
     ("", "H1", "`symbol` must be 1-32 characters"),
     ("X" * 33, "H1", "`symbol` must be 1-32 characters"),
+    ("..", "H1", "at least one letter or digit"),
     ("EURUSD", "1h", "`timeframe` must be one of"),
 ])
 def test_import_argument_errors(store: DataStore, mt5: Path, symbol: str, timeframe: str, message: str) -> None:
