@@ -186,6 +186,9 @@ def _run_local(args: argparse.Namespace, config: BacktestConfig) -> int:
     except ValueError as exc:
         progress.clear()
         return _fail([str(exc)])
+    except Exception as exc:  # noqa: BLE001 - a failing strategy or unreadable file: one line, exit 1
+        progress.clear()
+        return _fail([f"backtest failed: {type(exc).__name__}: {exc}"], code=1)
     progress.clear()
     result = {"backtest_id": f"local-{uuid.uuid4()}", **result,
               "timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}

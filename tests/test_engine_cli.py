@@ -98,3 +98,16 @@ def test_real_process_json() -> None:
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert set(json.loads(proc.stdout)) == SPEC_FIELDS
+
+
+def test_failing_user_strategy_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "broken.py"
+    f.write_text("from engine.strategy import Strategy\n\n"
+                 "class Broken(Strategy):\n"
+                 "    name = 'broken'\n\n"
+                 "    def next(self, i, position):\n"
+                 "        return 1 // 0\n")
+    code = main(["backtest", "--data-dir", str(tmp_path), "--strategy", f"{f}:Broken"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1] == "qmx backtest: error: backtest failed: ZeroDivisionError: integer division or modulo by zero"
