@@ -204,7 +204,7 @@ class ConnectionManager(pykka.ThreadingActor):
             reply["recovered"] = recovered
             if recovered:
                 replay = [frame for seq, frame in t.ring if seq > since]
-        ids = (client,)
+        ids: tuple[int, ...] = (client,)
         return [(json.dumps(reply), ids)] + [(frame, ids) for frame in replay]
 
     def _unsubscribe(self, client: int, topic: str) -> list[tuple[str, tuple[int, ...]]]:

@@ -411,7 +411,7 @@ class Watcher:
                 continue
             for s in wait(sentinels, timeout=self._poll):
                 with self._lock:
-                    entry = self._procs.pop(s, None)  # type: ignore[call-overload]
+                    entry = self._procs.pop(s, None)  # type: ignore[call-overload,arg-type]
                 if entry is None or self._stop.is_set():
                     continue
                 name, index, proc = entry

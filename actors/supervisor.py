@@ -337,7 +337,7 @@ class Supervisor(pykka.ThreadingActor):
         if mtype == "_job_end":
             self._job_end(data)
         elif mtype == "_log_barrier":
-            job_id = data.get("job_id")
+            job_id = str(data.get("job_id"))
             if job_id in self._held:
                 self._barriers.pop(job_id, None)
                 self._release(job_id)
@@ -349,7 +349,7 @@ class Supervisor(pykka.ThreadingActor):
             if h is not None and h.pid == data.get("pid"):
                 h.ready = True
         elif mtype in ("backtest_start", "backtest_progress"):
-            job = self._jobs.get(data.get("backtest_id"))
+            job = self._jobs.get(str(data.get("backtest_id")))
             if job is None or job.status != "running":
                 return  # a late event of a run that already ended (cancelled, interrupted)
             if mtype == "backtest_progress":

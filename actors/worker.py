@@ -82,6 +82,7 @@ class BacktestActor(pykka.ThreadingActor):
     def _run(self, job: dict[str, Any]) -> None:
         kind = job.get("kind", "backtest")
         started = time.monotonic()
+        final: dict[str, Any] | None
         try:
             if kind == "backtest":
                 status, final = self._backtest(job)
