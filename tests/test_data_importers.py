@@ -164,6 +164,7 @@ def test_bad_rows_name_file_line_and_problem(row: str, problem: str) -> None:
     (b"", 1, "empty file"),
     (b"\r\n\r\n", 1, "empty file"),
     (b"Date,Open,High,Low,Close\n", 2, "no bars after the header"),
+    (b"\r\n\r\nDate,Open,High,Low,Close\r\n2024-01-02,1,2,0.5,1\r\n2024-01-02,1,2,0.5,1\r\n", 5, "not after"),
     (b"hello world\n1,2,3\n", 1, "known layouts: mt5"),
     ("<DATE>\t<TIME>\t<OPEN>\t<HIGH>\t<LOW>\t<CLOSE>\t<TICKVOL>\t<VOL>\t<SPREAD>\r\n"
      "2017.04.19\t09:00:00\t1.07\t1.08\t1.06\t1.07\t1\t0\t8\r\n"
