@@ -15,13 +15,14 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 PERCENTILES: tuple[int, ...] = (5, 25, 50, 75, 95)
 METHODS: tuple[str, ...] = ("bootstrap", "shuffle")
 DEFAULT_RUNS = 1000
 
 
-def trade_account_returns(pnls: Sequence[float], initial_balance: float) -> np.ndarray:
+def trade_account_returns(pnls: ArrayLike, initial_balance: float) -> np.ndarray:
     """Per-trade returns on the account: each trade's PnL over the closed balance before it.
 
     Trades are taken in the order given (one position at a time, as the engine trades).
@@ -67,7 +68,7 @@ def _summary(final_pct: np.ndarray, max_dd_pct: np.ndarray) -> dict[str, Any]:
     }
 
 
-def run_monte_carlo(trade_returns: Sequence[float], *, runs: int = DEFAULT_RUNS, seed: int | None = 42,
+def run_monte_carlo(trade_returns: ArrayLike, *, runs: int = DEFAULT_RUNS, seed: int | None = 42,
                     methods: Sequence[str] = METHODS) -> dict[str, Any]:
     """Resample per-trade account returns ``runs`` times per method and summarise the paths.
 

@@ -116,7 +116,7 @@ def robustness_verdict(wf_efficiency: float | None, mc_prob_loss: float | None,
     carry out of sample); otherwise ``robust`` if every known test is good and the Monte Carlo
     5th percentile of the final return is above -10 %; otherwise ``fragile``.
     """
-    checks = {
+    checks: dict[str, dict[str, Any]] = {
         "wf_efficiency": {"value": wf_efficiency, "grade": _grade(wf_efficiency, WFE_GOOD, WFE_BAD, True)},
         "mc_prob_loss": {"value": mc_prob_loss, "grade": _grade(mc_prob_loss, LOSS_GOOD, LOSS_BAD, False)},
         "pbo": {"value": pbo, "grade": _grade(pbo, PBO_GOOD, PBO_BAD, False)},
@@ -209,7 +209,7 @@ def _pbo(bars: Any, config: Any, combos: list[dict[str, Any]], blocks: int, mete
     day_count = len(np.unique(np.asarray(bars.time) // 86_400_000_000_000))
     period = "day" if day_count >= 4 * blocks else "bar"
     runs = evaluate(bars, config, combos, meter=meter, keep_returns=period)
-    matrix = np.column_stack([r.returns for r in runs])
+    matrix = np.column_stack([np.asarray(r.returns) for r in runs])
     try:
         out = compute_pbo(matrix, blocks=blocks)
     except ValueError as exc:

@@ -144,6 +144,7 @@ class Objective:
 
 def _eval(node: ast.AST, metrics: Mapping[str, Any]) -> float:
     if isinstance(node, ast.Constant):
+        assert isinstance(node.value, (int, float))  # _check_node admits numbers only
         return float(node.value)
     if isinstance(node, ast.Name):
         value = metrics.get(node.id)

@@ -78,7 +78,7 @@ def make_windows(n_bars: int, *, mode: str = "rolling", in_sample: int | float =
     if is_n + gap_n + oos_n > n_bars:
         raise ValueError(f"`in_sample` + `gap` + `out_of_sample` = {is_n} + {gap_n} + {oos_n} bars "
                          f"exceeds the {n_bars} bars of data; use smaller sizes or more data")
-    windows = []
+    windows: list[Window] = []
     start = 0
     while start + is_n + gap_n + oos_n <= n_bars:
         is_start = 0 if mode == "anchored" else start
@@ -147,7 +147,7 @@ def _close_at_end(sim: SimResult, bars: Bars, config: BacktestConfig) -> dict[st
 
 def _segment(arrays: dict[str, np.ndarray], equity: np.ndarray, shift: int, balance: float,
              blocked: list[tuple[int, int]]) -> SimResult:
-    moved = dict(arrays)
+    moved: dict[str, Any] = dict(arrays)
     moved["entry_bar"] = arrays["entry_bar"] - shift
     moved["exit_bar"] = arrays["exit_bar"] - shift
     return SimResult(**moved, open_trade=None, equity=equity, initial_balance=balance,
@@ -206,7 +206,7 @@ def _stitch(bars: Bars, config: BacktestConfig, rows: list[dict[str, Any]],
     first = segments[0][0].oos_start
     names = ("entry_bar", "exit_bar", "side", "size", "entry_price", "exit_price", "pnl", "return_pct",
              "commission", "exit_reason")
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for k in names:
         parts = [np.asarray(getattr(s, k)) + (w.oos_start - first if k.endswith("_bar") else 0) for w, s in segments]
         arrays[k] = np.concatenate(parts).astype(np.asarray(getattr(segments[0][1], k)).dtype)
