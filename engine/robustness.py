@@ -112,9 +112,10 @@ def robustness_verdict(wf_efficiency: float | None, mc_prob_loss: float | None,
     - Monte Carlo probability of loss (bootstrap): good <= 0.2, bad >= 0.5;
     - PBO: good <= 0.2, bad >= 0.5 (unknown when the grid has fewer than 2 combinations).
 
-    Verdict: ``overfit`` if PBO or walk-forward efficiency is bad (the in-sample choice does not
-    carry out of sample); otherwise ``robust`` if every known test is good and the Monte Carlo
-    5th percentile of the final return is above -10 %; otherwise ``fragile``.
+    Verdict: ``overfit`` if PBO is bad or the efficiency is <= 0 while in-sample made money (the
+    in-sample choice does not carry out of sample); otherwise ``robust`` if every known test is
+    good and the Monte Carlo 5th percentile of the final return is above -10 %; otherwise
+    ``fragile`` (this includes in-sample winners that lost money: no edge to overfit).
     """
     checks: dict[str, dict[str, Any]] = {
         "wf_efficiency": {"value": wf_efficiency, "grade": _grade(wf_efficiency, WFE_GOOD, WFE_BAD, True)},
@@ -124,7 +125,7 @@ def robustness_verdict(wf_efficiency: float | None, mc_prob_loss: float | None,
     if wf_efficiency is None:
         checks["wf_efficiency"]["grade"] = "bad"
     reasons = [_reason(name, c["value"], c["grade"]) for name, c in checks.items()]
-    if checks["pbo"]["grade"] == "bad" or checks["wf_efficiency"]["grade"] == "bad":
+    if checks["pbo"]["grade"] == "bad" or (wf_efficiency is not None and wf_efficiency <= WFE_BAD):
         verdict = "overfit"
     elif all(c["grade"] in ("good", "unknown") for c in checks.values()) and (
             mc_p5_return_pct is None or mc_p5_return_pct > -10.0):

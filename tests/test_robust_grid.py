@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.robustness import resolve_options, robustness_verdict, validate_robustness_options
 from engine.sweep import compile_objective, expand_grid, normalize_grid, parse_grid_args, split_grid
@@ -106,7 +108,8 @@ def test_verdict_rule() -> None:
     assert robust["verdict"] == "robust" and len(robust["reasons"]) == 3
     assert robustness_verdict(0.8, 0.05, 3.0, 0.7)["verdict"] == "overfit"
     assert robustness_verdict(-0.2, 0.05, 3.0, 0.1)["verdict"] == "overfit"
-    assert robustness_verdict(None, 0.05, 3.0, 0.1)["verdict"] == "overfit"
+    no_edge = robustness_verdict(None, 0.05, 3.0, 0.1)
+    assert no_edge["verdict"] == "fragile" and no_edge["checks"]["wf_efficiency"]["grade"] == "bad"
     assert robustness_verdict(0.3, 0.05, 3.0, 0.1)["verdict"] == "fragile"
     assert robustness_verdict(0.8, 0.35, 3.0, None)["verdict"] == "fragile"
     tail = robustness_verdict(0.8, 0.1, -25.0, 0.1)
@@ -123,3 +126,20 @@ def test_every_built_in_has_a_usable_default_grid() -> None:
     for name, grid in DEFAULT_GRIDS.items():
         valid, _ = split_valid(name, expand_grid(normalize_grid(grid)))
         assert len(valid) >= 4, name
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(100, 20_000), is_n=st.integers(50, 5_000), oos_n=st.integers(50, 3_000),
+       gap=st.integers(0, 300), mode=st.sampled_from(["rolling", "anchored"]))
+def test_windows_tile_the_data_or_fail_clearly(n: int, is_n: int, oos_n: int, gap: int, mode: str) -> None:
+    try:
+        ws = make_windows(n, mode=mode, in_sample=is_n, out_of_sample=oos_n, gap=gap)
+    except ValueError as exc:
+        assert any(f"`{name}`" in str(exc) for name in ("in_sample", "out_of_sample", "gap"))
+        assert is_n < 100 or oos_n < 100 or is_n + gap + oos_n > n
+        return
+    assert ws[-1].oos_end == n and ws[-1].oos_end - ws[-1].oos_start < 2 * oos_n
+    for w in ws:
+        assert w.is_end - w.is_start >= 100 and w.oos_end - w.oos_start >= 100
+        assert w.oos_start == w.is_end + gap and (w.is_start == 0 if mode == "anchored" else True)
+    assert all(a.oos_end == b.oos_start for a, b in zip(ws, ws[1:]))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.montecarlo import equity_paths, run_monte_carlo, trade_account_returns
 from engine.pbo import compute_pbo
@@ -80,3 +82,14 @@ def test_pbo_rejects_bad_input() -> None:
         compute_pbo(np.zeros((100, 1)))
     with pytest.raises(ValueError, match="number of return periods"):
         compute_pbo(np.zeros((10, 3)), blocks=16)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-0.2, 0.3, allow_nan=False), min_size=1, max_size=60), st.integers(0, 2**31))
+def test_shuffle_never_changes_the_final_return(returns: list[float], seed: int) -> None:
+    mc = run_monte_carlo(returns, runs=50, seed=seed)
+    final = mc["original"]["final_return_pct"]
+    for p in mc["shuffle"]["final_return_pct"].values():
+        assert p == pytest.approx(final, rel=1e-9, abs=1e-9)
+    dd = mc["shuffle"]["max_drawdown_pct"]
+    assert 0.0 <= dd["p5"] <= dd["p95"] <= 100.0
