@@ -104,6 +104,16 @@ def test_histdata_est_to_utc(reference: Bars, tmp_path: Path) -> None:
     assert_same_bars(bars, reference)
 
 
+def test_histdata_metatrader_variant() -> None:
+    """histdata.com's DAT_MT files: 'YYYY.MM.DD,HH:MM,o,h,l,c,v', EST like the ASCII files."""
+    content = (b"2012.02.01,00:00,1.306600,1.306600,1.306560,1.306560,0\r\n"
+               b"2012.02.01,00:01,1.306570,1.306570,1.306470,1.306560,0\r\n")
+    bars = read_bars(content, "EURUSD", "M1", filename="DAT_MT_EURUSD_M1_201202.csv")
+    assert bars.meta["format"] == "histdata"
+    assert _stamp(bars.time, "%Y-%m-%d %H:%M") == ["2012-02-01 05:00", "2012-02-01 05:01"]
+    np.testing.assert_array_equal(bars.low, [1.30656, 1.30647])
+
+
 def test_dukascopy_utc(reference: Bars, tmp_path: Path) -> None:
     stamps = _stamp(reference.time, "%d.%m.%Y %H:%M:%S.000")
     lines = ["Gmt time,Open,High,Low,Close,Volume"] + [
@@ -286,11 +296,11 @@ def test_any_valid_file_round_trips_and_any_bad_field_names_its_line(
 @given(st.lists(st.from_regex(r"-?[0-9]{1,9}(\.[0-9]{0,6})?", fullmatch=True), min_size=1, max_size=50))
 def test_integer_decimal_parser_equals_numpy(values: list[str]) -> None:
     """The fast path must return exactly the floats numpy's own parser returns, sign of zero included."""
-    from engine.importers import _plain_decimals
+    from engine.textscan import plain_decimals
 
     strings = np.array([v.encode() for v in values])
     matrix = np.frombuffer(strings.tobytes(), np.uint8).reshape(len(values), -1)
-    fast = _plain_decimals(matrix)
+    fast = plain_decimals(matrix)
     want = strings.astype(np.float64)
     assert fast is not None
     np.testing.assert_array_equal(fast, want)
