@@ -65,10 +65,13 @@ def _grid(timeframe: str) -> np.ndarray:
 
 
 def synthetic_summary(timeframe: str) -> dict[str, object]:
-    """``{start, end, bars}`` of the synthetic data at ``timeframe`` without generating prices."""
-    t = _grid(timeframe)
-    first, last = (dt.datetime.fromtimestamp(int(x) // NS_PER_S, dt.timezone.utc) for x in (t[0], t[-1]))
-    return {"start": first.strftime("%Y-%m-%d"), "end": last.strftime("%Y-%m-%d"), "bars": len(t)}
+    """``{start, end, bars}`` of the synthetic data at ``timeframe``, by calendar arithmetic
+    (no series is built: listing the store stays instant and light in the daemon)."""
+    first, last = (np.datetime64(d, "D") for d in span(timeframe))
+    days = int(np.busday_count(first, last + 1))  # Monday-Friday, like the bars
+    return {"start": str(np.busday_offset(first, 0, roll="forward")),
+            "end": str(np.busday_offset(last, 0, roll="backward")),
+            "bars": days * (86400 // TIMEFRAMES[timeframe])}
 
 
 def _regimes(rng: np.random.Generator, n: int, noise: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:

@@ -76,9 +76,15 @@ def test_regimes_behave_as_named() -> None:
     assert np.corrcoef(deviation[trending], next_ret[trending])[0, 1] > -0.05
 
 
-def test_spans_and_summary() -> None:
-    assert synthetic_summary("M1") == {"start": "2024-01-01", "end": "2025-12-31", "bars": len(synthetic_bars(timeframe="M1"))}
-    assert synthetic_summary("D1")["start"] == "2018-01-01"
+@pytest.mark.parametrize("timeframe", ["M1", "M15", "H4", "D1"])
+def test_summary_matches_the_series(timeframe: str) -> None:
+    bars = synthetic_bars(timeframe=timeframe)
+    days = bars.time[[0, -1]].astype("datetime64[ns]").astype("datetime64[D]").astype(str)
+    assert synthetic_summary(timeframe) == {"start": days[0], "end": days[1], "bars": len(bars)}
+
+
+def test_spans() -> None:
+    assert synthetic_summary("M1")["start"] == "2024-01-01" and synthetic_summary("D1")["start"] == "2018-01-01"
     assert len(synthetic_bars(timeframe="M1", start_date="2019-01-01", end_date="2019-12-31")) == 0
 
 
