@@ -113,7 +113,11 @@ def section_qmx_builtin(ctx: Context) -> list[Row]:
     n = len(ctx.bars)
     secs, sim = best_of(ctx.repeat, lambda: _builtin(ctx))
     full, out = best_of(ctx.repeat, lambda: run_backtest(ctx.config, bars=ctx.bars))
+    risky = SmaCross(fast=10, slow=20, stop_loss_pct=0.5, take_profit_pct=1.0)
+    stops, ssim = best_of(ctx.repeat, lambda: simulate_strategy(ctx.bars, risky, ctx.config))
     return [Row("QuantMindX built-in sma_cross + metrics", n, secs, f"{sim.n_trades} trades"),
+            Row("QuantMindX built-in sma_cross, stop 0.5% target 1%", n, stops,
+                f"{ssim.n_trades} trades, {ssim.path} path, no metrics"),
             Row("QuantMindX run_backtest (+ JSON trades/equity)", n, full, f"{out['total_trades']} trades")]
 
 

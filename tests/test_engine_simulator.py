@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from engine.bars import Bars
 from engine.config import Costs
@@ -15,7 +16,8 @@ from engine.simulator import LOG_TRADE_CAP, simulate_strategy
 from engine.strategy import RISK_PARAMS, Signals, Strategy
 from tests.test_engine_helpers import config, make_bars, random_bars
 
-PATHS = ("events", "per_bar")
+PATHS = ("vectorised", "events", "per_bar")
+HOOK_PATHS = ("events", "per_bar")
 
 
 class Scripted(Strategy):
@@ -45,7 +47,7 @@ def run(bars: Bars, targets: Sequence[float], path: str = "auto", **kw: Any) -> 
 N = float("nan")
 
 
-@pytest.mark.parametrize("path", ("vectorised", *PATHS))
+@pytest.mark.parametrize("path", PATHS)
 def test_decision_fills_at_next_open_and_equity_marks_to_close(path: str) -> None:
     bars = make_bars([1.0, 1.1, 1.2, 1.3, 1.4], close=[1.05, 1.15, 1.25, 1.35, 1.45])
     r = run(bars, [1, N, 0, N, N], path, size=10)
@@ -57,13 +59,13 @@ def test_decision_fills_at_next_open_and_equity_marks_to_close(path: str) -> Non
     assert r.open_trade is None
 
 
-@pytest.mark.parametrize("path", ("vectorised", *PATHS))
+@pytest.mark.parametrize("path", PATHS)
 def test_decision_on_last_bar_never_fills(path: str) -> None:
     r = run(make_bars([1.0, 1.0, 1.0]), [N, N, 1], path)
     assert r.n_trades == 0 and r.open_trade is None
 
 
-@pytest.mark.parametrize("path", ("vectorised", *PATHS))
+@pytest.mark.parametrize("path", PATHS)
 def test_costs_arithmetic(path: str) -> None:
     bars = make_bars([1.0, 1.2, 1.5, 1.4])
     costs = Costs(spread=0.02, commission=0.001, slippage=0.005)
@@ -120,6 +122,7 @@ def test_after_a_stop_flat_until_a_new_decision(path: str) -> None:
     r = run(bars, [1, N, N, 1, N, N], path, stop_loss_pct=5.0, size=1)
     assert r.entry_bar.tolist() == [1] and r.exit_bar.tolist() == [1]
     assert r.open_trade is not None and r.open_trade.entry_bar == 4
+    assert r.path == ("per_bar" if path == "per_bar" else "events")  # a re-entry needs the event loop
 
 
 def test_lots_convert_at_100000_units() -> None:
@@ -127,7 +130,7 @@ def test_lots_convert_at_100000_units() -> None:
     assert r.open_trade is not None and r.open_trade.size == 10_000
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", HOOK_PATHS)
 def test_allow_entry_blocks_entries_but_not_the_close(path: str) -> None:
     bars = make_bars([1.0] * 6)
     allow = np.array([True, True, False, True, True, True])
@@ -137,7 +140,7 @@ def test_allow_entry_blocks_entries_but_not_the_close(path: str) -> None:
     assert r.open_trade is not None and r.open_trade.entry_bar == 5
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", HOOK_PATHS)
 def test_sizer_gets_decision_context_and_zero_skips(path: str) -> None:
     bars = make_bars([1.0, 1.0, 1.2, 1.2, 1.2], close=[1.0, 1.1, 1.2, 1.2, 1.2])
     calls: list[tuple] = []
@@ -180,7 +183,7 @@ def test_progress_first_at_zero_last_at_end_and_throttled() -> None:
     assert [p.bars_processed for _, p in reports] == sorted(p.bars_processed for _, p in reports)
 
 
-@pytest.mark.parametrize("path", ("vectorised", *PATHS))
+@pytest.mark.parametrize("path", PATHS)
 def test_cancelled_propagates(path: str) -> None:
     def cancel(p: Progress) -> None:
         raise Cancelled()
@@ -213,7 +216,36 @@ def test_odd_data_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
 def test_bad_arguments_name_themselves() -> None:
     with pytest.raises(ValueError, match="`path` must be one of"):
         run(make_bars([1.0, 1.0]), [N, N], "fastest")
+    with pytest.raises(ValueError, match="`path` 'vectorised' cannot apply allow_entry or sizer"):
+        run(make_bars([1.0, 1.0]), [N, N], "vectorised", allow_entry=np.ones(2, dtype=bool))
     with pytest.raises(ValueError, match="`allow_entry` must be a bool array of 2 bars"):
         run(make_bars([1.0, 1.0]), [N, N], allow_entry=np.ones(3, dtype=bool))
     with pytest.raises(ValueError, match="stop_loss_pct"):
         Scripted([N], stop_loss_pct=-1.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), density=st.floats(0.02, 0.5), sl=st.one_of(st.none(), st.floats(0.05, 2.0)),
+       tp=st.one_of(st.none(), st.floats(0.05, 3.0)), spread=st.sampled_from([0.0, 0.0002]),
+       repeats=st.booleans())
+def test_paths_agree_on_random_decisions(seed: int, density: float, sl: float | None, tp: float | None,
+                                         spread: float, repeats: bool) -> None:
+    """The vectorised, event-loop and per-bar simulators make identical trades from the same decisions."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    targets = np.where(rng.random(n) < density, rng.choice([-1.0, 0.0, 1.0], n), np.nan)
+    if not repeats:  # only changes of side, like crosses: the vectorised path handles stops itself
+        ev = np.flatnonzero(~np.isnan(targets))
+        targets[ev[1:][targets[ev[1:]] == targets[ev[:-1]]]] = np.nan
+    bars = random_bars(n, seed)
+    costs = Costs(spread=spread, commission=0.0001)
+    runs = [run(bars, targets, p, stop_loss_pct=sl, take_profit_pct=tp, costs=costs) for p in PATHS]
+    if not repeats:
+        assert runs[0].path == "vectorised"
+    for r in runs[1:]:
+        assert r.entry_bar.tolist() == runs[0].entry_bar.tolist()
+        assert r.exit_bar.tolist() == runs[0].exit_bar.tolist()
+        assert r.exit_reason.tolist() == runs[0].exit_reason.tolist()
+        assert np.allclose(r.exit_price, runs[0].exit_price, rtol=0, atol=1e-12)
+        assert np.allclose(r.equity, runs[0].equity, rtol=0, atol=1e-6)
+        assert (r.open_trade is None) == (runs[0].open_trade is None)
