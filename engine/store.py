@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import re
 from dataclasses import replace
@@ -38,6 +39,7 @@ DTYPE = np.dtype([("time", "<i8"), ("open", "<f8"), ("high", "<f8"), ("low", "<f
                   ("close", "<f8"), ("volume", "<f8"), ("spread", "<f8")])
 _SYMBOL = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 _HISTORY = 50  # imports remembered per sidecar
+_log = logging.getLogger(__name__)
 
 
 class DataNotFound(LookupError):
@@ -144,7 +146,13 @@ class DataStore:
         Rows are ``{symbol, timeframe, start, end, bars, synthetic, source}`` with inclusive
         ``YYYY-MM-DD`` dates, sorted by symbol then timeframe (finest first).
         """
-        rows = [self._row(sym, tf) for sym, tfs in self._stored().items() for tf in tfs]
+        rows = []
+        for sym, tfs in self._stored().items():
+            for tf in tfs:
+                try:
+                    rows.append(self._row(sym, tf))
+                except (OSError, ValueError, IndexError) as exc:  # one damaged file must not hide the rest
+                    _log.warning("skipping unreadable %s: %s", self._path(sym, tf), exc)
         for tf in TIMEFRAMES:
             summary = synthetic_summary(tf)
             rows.append({"symbol": SYNTH, "timeframe": tf, "start": summary["start"], "end": summary["end"],

@@ -220,3 +220,11 @@ def test_concurrent_imports_lose_nothing(tmp_path: Path, mt5: Path) -> None:
                 p.join(timeout=5)
     bars = DataStore(root).load("EURUSD", "H1")
     np.testing.assert_array_equal(bars.time, read_bars(mt5, "EURUSD", "H1").time)
+
+
+def test_list_skips_a_damaged_file(store: DataStore, mt5: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store.import_csv(mt5, "EURUSD", "H1")
+    store.import_csv(mt5, "EURUSD2", "H1")
+    (store.root / "bars" / "EURUSD2" / "H1.npy").write_bytes(b"not numpy")
+    rows = [r["symbol"] for r in store.list() if not r["synthetic"]]
+    assert rows == ["EURUSD"] and "skipping unreadable" in caplog.text
