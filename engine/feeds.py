@@ -15,14 +15,16 @@ execution, ``engine.paper.Broker``); nothing else in the trading process needs t
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
 from engine.bars import TIMEFRAMES, Bars, check_timeframe
 
+FEED_TYPES: tuple[str, ...] = ("replay", "synthetic")
 #: Bars the synthetic live feed emits at most (the generator's fixed span may hold fewer).
 SYNTHETIC_LIVE_BARS = 100_000
 
@@ -211,5 +213,71 @@ def bars_from_list(symbol: str, timeframe: str, rows: list[Bar], *, synthetic: b
                 volume=np.array([r.volume for r in rows], float), spread=spread, synthetic=synthetic)
 
 
-__all__ = ["Bar", "MarketFeed", "ReplayFeed", "SyntheticLiveFeed", "SYNTHETIC_LIVE_BARS",
-           "bars_from_list", "TIMEFRAMES"]
+@dataclass(frozen=True)
+class FeedSpec:
+    """Which feed a bot reads (the ``feed`` object of a bot request). ``replay``: stored bars,
+    ``seconds_per_bar`` apart (0 = as fast as possible). ``synthetic``: the seeded generator,
+    one bar every ``bar_interval`` seconds (symbol ``SYNTH``)."""
+
+    type: str = "replay"
+    seconds_per_bar: float = 0.1
+    bar_interval: float = 1.0
+    seed: int = 42
+
+
+def number_field(raw: Mapping[str, Any], key: str, default: Any, errors: dict[str, str], prefix: str,
+                 *, positive: bool = False) -> Any:
+    """``raw[key]`` if it is a finite number >= 0 (> 0 with ``positive``), else ``default`` with
+    an error recorded under ``"prefix.key"``. A missing key with default None gives None."""
+    value = raw.get(key, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        errors[f"{prefix}.{key}"] = f"must be a finite number, got {value!r}"
+        return default
+    if (positive and value <= 0) or value < 0:
+        errors[f"{prefix}.{key}"] = f"must be {'> 0' if positive else '>= 0'}, got {value!r}"
+        return default
+    return value
+
+
+def unknown_fields(raw: Mapping[str, Any], cls: type, prefix: str, errors: dict[str, str]) -> None:
+    """Record an error for every key of ``raw`` that is not a field of dataclass ``cls``."""
+    allowed = list(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    for key in raw:
+        if key not in allowed:
+            errors[f"{prefix}.{key}"] = f"unknown field; allowed: {allowed}"
+
+
+def parse_feed_spec(raw: Any, errors: dict[str, str]) -> FeedSpec:
+    """Validate a bot request's ``feed`` object; problems go to ``errors`` as ``feed.<field>``."""
+    if not isinstance(raw, Mapping):
+        errors["feed"] = f"must be an object like {{'type': 'replay', 'seconds_per_bar': 0.1}}, got {raw!r}"
+        return FeedSpec()
+    unknown_fields(raw, FeedSpec, "feed", errors)
+    ftype = raw.get("type", "replay")
+    if ftype not in FEED_TYPES:
+        errors["feed.type"] = f"must be one of {list(FEED_TYPES)}, got {ftype!r}"
+        ftype = "replay"
+    seed = raw.get("seed", 42)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        errors["feed.seed"] = f"must be an integer, got {seed!r}"
+        seed = 42
+    return FeedSpec(ftype, float(number_field(raw, "seconds_per_bar", 0.1, errors, "feed")),
+                    float(number_field(raw, "bar_interval", 1.0, errors, "feed", positive=True)), seed)
+
+
+def feed_from_spec(spec: FeedSpec, symbol: str, timeframe: str, start_date: str | None,
+                   end_date: str | None, store: Any, start_index: int = 0) -> MarketFeed:
+    """Open the feed ``spec`` describes, resumed after ``start_index`` bars already seen.
+
+    This is the one place a new ``feed.type`` (a broker or exchange adapter) is added.
+    """
+    if spec.type == "synthetic":
+        return SyntheticLiveFeed(timeframe, spec.seed, spec.bar_interval, start_index)
+    return ReplayFeed.from_store(store, symbol, timeframe, start_date, end_date,
+                                 spec.seconds_per_bar, start_index)
+
+
+__all__ = ["Bar", "MarketFeed", "ReplayFeed", "SyntheticLiveFeed", "SYNTHETIC_LIVE_BARS", "FEED_TYPES",
+           "FeedSpec", "parse_feed_spec", "feed_from_spec", "bars_from_list", "TIMEFRAMES"]

@@ -22,10 +22,10 @@ from typing import Any, Mapping, Protocol
 
 from engine.bars import NS_PER_S, Bars, ns_to_iso
 from engine.config import BacktestConfig, ConfigError, parse_config
-from engine.feeds import Bar, MarketFeed, ReplayFeed, SyntheticLiveFeed
+from engine.feeds import (Bar, FeedSpec, MarketFeed, feed_from_spec, number_field,
+                          parse_feed_spec, unknown_fields)
 
 STATUSES: tuple[str, ...] = ("starting", "running", "paused", "stopped", "error", "killed")
-FEED_TYPES: tuple[str, ...] = ("replay", "synthetic")
 BOT_VARIANTS: tuple[str, ...] = ("vanilla", "spiced")
 BOT_FIELDS: tuple[str, ...] = ("name", "feed", "risk")
 _QUIET = logging.getLogger("engine.paper.replay")
@@ -34,18 +34,6 @@ _QUIET.propagate = False  # the per-bar re-runs would log every old trade again
 
 
 # ---------------------------------------------------------------------------- configuration
-@dataclass(frozen=True)
-class FeedSpec:
-    """Which feed a bot reads. ``replay``: stored bars between the config's dates,
-    ``seconds_per_bar`` apart (0 = as fast as possible). ``synthetic``: the seeded generator,
-    one bar every ``bar_interval`` seconds (symbol must be ``SYNTH``)."""
-
-    type: str = "replay"
-    seconds_per_bar: float = 0.1
-    bar_interval: float = 1.0
-    seed: int = 42
-
-
 @dataclass(frozen=True)
 class RiskLimits:
     """Per-bot limits. ``max_daily_loss`` in account currency and/or ``max_daily_loss_pct``
@@ -100,7 +88,7 @@ def parse_bot_config(body: Mapping[str, Any]) -> BotConfig:
     name = body.get("name", "")
     if not isinstance(name, str) or len(name) > 100:
         errors["name"] = f"must be a string of at most 100 characters, got {name!r}"
-    feed = _feed(body.get("feed", {}) or {}, errors)
+    feed = parse_feed_spec(body.get("feed", {}) or {}, errors)
     risk = _risk(body.get("risk", {}) or {}, errors)
     if feed.type == "synthetic" and core.get("symbol") != "SYNTH" and "symbol" not in errors:
         errors["symbol"] = f"a synthetic feed trades the symbol 'SYNTH', got {core.get('symbol')!r}"
@@ -109,52 +97,13 @@ def parse_bot_config(body: Mapping[str, Any]) -> BotConfig:
     return BotConfig(backtest, feed, risk, name)
 
 
-def _num(raw: Mapping[str, Any], key: str, default: Any, errors: dict[str, str], prefix: str,
-         *, positive: bool = False) -> Any:
-    value = raw.get(key, default)
-    if value is None and default is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
-            or value in (float("inf"), float("-inf")):
-        errors[f"{prefix}.{key}"] = f"must be a finite number, got {value!r}"
-        return default
-    if (positive and value <= 0) or value < 0:
-        errors[f"{prefix}.{key}"] = f"must be {'> 0' if positive else '>= 0'}, got {value!r}"
-        return default
-    return value
-
-
-def _unknown(raw: Mapping[str, Any], cls: type, prefix: str, errors: dict[str, str]) -> None:
-    allowed = list(cls.__dataclass_fields__)  # type: ignore[attr-defined]
-    for key in raw:
-        if key not in allowed:
-            errors[f"{prefix}.{key}"] = f"unknown field; allowed: {allowed}"
-
-
-def _feed(raw: Any, errors: dict[str, str]) -> FeedSpec:
-    if not isinstance(raw, Mapping):
-        errors["feed"] = f"must be an object like {{'type': 'replay', 'seconds_per_bar': 0.1}}, got {raw!r}"
-        return FeedSpec()
-    _unknown(raw, FeedSpec, "feed", errors)
-    ftype = raw.get("type", "replay")
-    if ftype not in FEED_TYPES:
-        errors["feed.type"] = f"must be one of {list(FEED_TYPES)}, got {ftype!r}"
-        ftype = "replay"
-    seed = raw.get("seed", 42)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        errors["feed.seed"] = f"must be an integer, got {seed!r}"
-        seed = 42
-    return FeedSpec(ftype, float(_num(raw, "seconds_per_bar", 0.1, errors, "feed")),
-                    float(_num(raw, "bar_interval", 1.0, errors, "feed", positive=True)), seed)
-
-
 def _risk(raw: Any, errors: dict[str, str]) -> RiskLimits:
     if not isinstance(raw, Mapping):
         errors["risk"] = f"must be an object like {{'max_daily_loss': 500}}, got {raw!r}"
         return RiskLimits()
-    _unknown(raw, RiskLimits, "risk", errors)
-    loss = _num(raw, "max_daily_loss", None, errors, "risk", positive=True)
-    pct = _num(raw, "max_daily_loss_pct", None, errors, "risk", positive=True)
+    unknown_fields(raw, RiskLimits, "risk", errors)
+    loss = number_field(raw, "max_daily_loss", None, errors, "risk", positive=True)
+    pct = number_field(raw, "max_daily_loss_pct", None, errors, "risk", positive=True)
     if pct is not None and pct > 100:
         errors["risk.max_daily_loss_pct"] = f"must be a percent in (0, 100], got {pct!r}"
     cap = raw.get("max_open_positions", 1)
@@ -167,10 +116,8 @@ def _risk(raw: Any, errors: dict[str, str]) -> RiskLimits:
 def open_feed(config: BotConfig, store: Any, start_index: int = 0) -> MarketFeed:
     """The feed a bot config asks for, resumed after ``start_index`` bars already seen."""
     bt = config.backtest
-    if config.feed.type == "synthetic":
-        return SyntheticLiveFeed(bt.timeframe, config.feed.seed, config.feed.bar_interval, start_index)
-    return ReplayFeed.from_store(store, bt.symbol, bt.timeframe, bt.start_date, bt.end_date,
-                                 config.feed.seconds_per_bar, start_index)
+    return feed_from_spec(config.feed, bt.symbol, bt.timeframe, bt.start_date, bt.end_date,
+                          store, start_index)
 
 
 # ---------------------------------------------------------------------------- broker
