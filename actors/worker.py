@@ -122,10 +122,15 @@ class BacktestActor(pykka.ThreadingActor):
         logger = logging.getLogger(f"backtest.{bid}")
         try:
             config = engine.parse_config(job["config"])
-            store = engine.DataStore(self._data_dir)
-            bars = store.load(config.symbol, config.timeframe, config.start_date, config.end_date)
         except engine.ConfigError as exc:
             return "failed", error_event(bid, "Invalid backtest configuration", str(exc))
+        store = engine.DataStore(self._data_dir)
+        # Announce the start before loading: loading (or generating) a long range takes a while.
+        span = _date_range(store, config)
+        if span is not None:
+            self._start_event(bid, config, *span)
+        try:
+            bars = store.load(config.symbol, config.timeframe, config.start_date, config.end_date)
         except LookupError as exc:
             return "failed", error_event(bid, f"Data not available: {exc}", traceback.format_exc())
         except Exception as exc:
@@ -135,11 +140,11 @@ class BacktestActor(pykka.ThreadingActor):
             return "failed", error_event(bid, "No bars in the requested date range",
                                          f"{config.symbol} {config.timeframe} "
                                          f"{config.start_date}..{config.end_date} has no data")
-        self._io.send({"type": "backtest_start", "data": {
-            "backtest_id": bid, "variant": config.variant, "symbol": config.symbol,
-            "timeframe": config.timeframe, "start_date": ns_to_date(int(bars.time[0])),
-            "end_date": ns_to_date(int(bars.time[-1])), "timestamp": now_iso()}})
-        self._io.outbox.flush()
+        if span is None:
+            self._start_event(bid, config, ns_to_date(int(bars.time[0])), ns_to_date(int(bars.time[-1])))
+        if self._cancel.reason(bid) is not None:  # cancelled while the data was loading
+            return "cancelled", error_event(bid, "Backtest cancelled",
+                                            f"{self._cancel.reason(bid)}; before the first bar")
         progress = _ProgressEmitter(self._io, bid, len(bars), self._cancel)
         try:
             result = engine.run_backtest(config, bars=bars, store=store, progress=progress,
@@ -159,6 +164,13 @@ class BacktestActor(pykka.ThreadingActor):
         data["results"] = result.get("results") or {}
         return "completed", {"type": "backtest_complete", "data": data}
 
+    def _start_event(self, bid: str, config: Any, start: str, end: str) -> None:
+        self._io.send({"type": "backtest_start", "data": {
+            "backtest_id": bid, "variant": config.variant, "symbol": config.symbol,
+            "timeframe": config.timeframe, "start_date": start, "end_date": end,
+            "timestamp": now_iso()}})
+        self._io.outbox.flush()
+
     def _burst(self, job: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
         count, rate, pad = int(job["count"]), job.get("rate"), "x" * int(job.get("size", 0))
         interval = 1.0 / float(rate) if rate else 0.0
@@ -173,6 +185,22 @@ class BacktestActor(pykka.ThreadingActor):
             self._io.send({"type": "bench_event", "data": {"n": n, "emit_ns": time.time_ns(),
                                                            "pad": pad}})
         return "completed", None
+
+
+def _date_range(store: Any, config: Any) -> tuple[str, str] | None:
+    """The run's (start_date, end_date) without loading bars: the request's dates, with the
+    stored data's first/last day for a date left empty; None when that needs the bars."""
+    start, end = config.start_date, config.end_date
+    if start and end:
+        return start, end
+    try:
+        row = next((r for r in store.list() if r["symbol"] == config.symbol
+                    and r["timeframe"] == config.timeframe), None)
+    except Exception:  # an unreadable store is reported by load() with a better message
+        return None
+    if row is None:
+        return None
+    return start or row["start"], end or row["end"]
 
 
 class _ProgressEmitter:

@@ -185,6 +185,18 @@ def test_backtest_streams_exactly_the_spec_events_then_the_store_has_it(shared: 
     assert [m["seq"] for m in replay[1:]] == list(range(1, len(kinds) + 1))
 
 
+def test_start_event_reports_the_real_data_range_when_dates_are_left_empty(
+        shared: tuple[Daemon, Collector]) -> None:
+    from engine import DataStore
+
+    d, col = shared
+    bid = d.submit_backtest({"symbol": "SYNTH", "timeframe": "D1"})
+    assert col.wait_final(bid)["type"] == "backtest_complete"
+    row = next(r for r in DataStore(d.data_dir).list() if (r["symbol"], r["timeframe"]) == ("SYNTH", "D1"))
+    start = next(m["data"] for m in col.of(bid) if m["type"] == "backtest_start")
+    assert (start["start_date"], start["end_date"]) == (row["start"], row["end"])
+
+
 def test_two_backtests_run_in_parallel_on_two_workers(shared: tuple[Daemon, Collector], strategies: Path) -> None:
     d, col = shared
     ids = [d.submit_backtest(slow(strategies, 0.002, "2020-01-20")) for _ in range(2)]
