@@ -94,7 +94,11 @@ class _Book:
         # Lists index several times faster than arrays from Python, but building them costs a
         # pass over the data: only the per-bar path with stops reads prices on every bar.
         cols = (bars.open, bars.high, bars.low, bars.close)
-        self.o, self.h, self.l, self.c = (a.tolist() for a in cols) if lists else cols
+        self.o: Sequence[float]
+        self.h: Sequence[float]
+        self.l: Sequence[float]
+        self.c: Sequence[float]
+        self.o, self.h, self.l, self.c = (a.tolist() for a in cols) if lists else cols  # type: ignore[assignment]
         self.buy_add = c.spread / 2 + c.slippage
         self.comm = c.commission
         self.units = config.units
@@ -276,20 +280,28 @@ def simulate_strategy(bars: Bars, strategy: Strategy, config: BacktestConfig, *,
             raise ValueError(f"`path` {path!r} needs a strategy with signals(); {strategy.name!r} has none")
         result = _run_per_bar(bars, strategy, config, allow_entry, sizer, reporter, logger)
     else:
-        target = np.sign(np.asarray(signals.target, dtype=np.float64))  # a side, whatever the magnitude
-        if target.shape != (n,):
-            raise ValueError(f"strategy {strategy.name!r} returned {target.shape} targets for {n} bars")
-        hooks = allow_entry is not None or sizer is not None
-        if path == "vectorised" and hooks:
-            raise ValueError("`path` 'vectorised' cannot apply allow_entry or sizer; use 'events'")
-        result = None
-        if path in ("auto", "vectorised") and not hooks:
-            result = _run_vectorised(bars, target, config, strategy.warmup, logger,
-                                     strategy.stop_loss_pct, strategy.take_profit_pct)
-        if result is None:  # hooks, a forced event loop, or re-entries after stops
-            result = _run_events(bars, target, strategy, config, allow_entry, sizer, reporter, logger)
+        result = _run_signals(bars, signals.target, strategy, config, allow_entry, sizer, reporter, logger, path)
     reporter.finish(result)
     return result
+
+
+def _run_signals(bars: Bars, raw: np.ndarray, strategy: Strategy, config: BacktestConfig,
+                 allow_entry: np.ndarray | None, sizer: Sizer | None, reporter: _Reporter,
+                 logger: logging.Logger | None, path: str) -> SimResult:
+    n = len(bars)
+    target = np.sign(np.asarray(raw, dtype=np.float64))  # a side, whatever the magnitude
+    if target.shape != (n,):
+        raise ValueError(f"strategy {strategy.name!r} returned {target.shape} targets for {n} bars")
+    hooks = allow_entry is not None or sizer is not None
+    if path == "vectorised" and hooks:
+        raise ValueError("`path` 'vectorised' cannot apply allow_entry or sizer; use 'events'")
+    if path in ("auto", "vectorised") and not hooks:
+        result = _run_vectorised(bars, target, config, strategy.warmup, logger,
+                                 strategy.stop_loss_pct, strategy.take_profit_pct)
+        if result is not None:
+            return result
+    # hooks, a forced event loop, or a possible re-entry after a stop
+    return _run_events(bars, target, strategy, config, allow_entry, sizer, reporter, logger)
 
 
 class _Reporter:

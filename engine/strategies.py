@@ -35,6 +35,9 @@ class SmaCross(Strategy):
     take-profit exit it stays flat until the next cross."""
 
     name = "sma_cross"
+    fast: int
+    slow: int
+    mode: str
     params = (
         Param("fast", 10, int, "fast SMA period in bars (must be < slow)", min=1, max=100_000),
         Param("slow", 20, int, "slow SMA period in bars", min=2, max=100_000),
@@ -75,6 +78,11 @@ class RsiReversion(Strategy):
     losses over ``period`` bars)."""
 
     name = "rsi_reversion"
+    period: int
+    lower: float
+    upper: float
+    exit_level: float
+    allow_short: bool
     params = (
         Param("period", 14, int, "RSI period in bars", min=2, max=10_000),
         Param("lower", 30.0, float, "oversold level: go long below it", min=0, max=100),
@@ -126,6 +134,9 @@ class DonchianBreakout(Strategy):
     A breakout the other way reverses the position."""
 
     name = "donchian_breakout"
+    period: int
+    exit_period: int
+    allow_short: bool
     params = (
         Param("period", 20, int, "entry channel length in bars", min=1, max=100_000),
         Param("exit_period", 10, int, "exit channel length in bars", min=1, max=100_000),
@@ -170,6 +181,9 @@ class BollingerReversion(Strategy):
     above the upper band; flat when the close crosses the middle band (the SMA)."""
 
     name = "bollinger_reversion"
+    period: int
+    k: float
+    allow_short: bool
     params = (
         Param("period", 20, int, "SMA and standard-deviation window in bars", min=2, max=100_000),
         Param("k", 2.0, float, "band width in standard deviations", min=0.1, max=10.0),
