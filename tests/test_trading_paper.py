@@ -194,3 +194,19 @@ def test_restored_bot_continues_without_double_counting(eurusd: Bars, rewind: in
     assert resumed.state.trades == straight.state.trades and len(straight.state.trades) > 10
     assert resumed.state.positions == straight.state.positions
     assert resumed.pnl == pytest.approx(straight.pnl)
+
+
+def test_open_feed_builds_a_store_replay_or_the_synthetic_live_feed(tmp_path: Path) -> None:
+    from engine.feeds import SyntheticLiveFeed
+    from engine.paper import open_feed
+    from engine.store import DataStore
+
+    store = DataStore(tmp_path)
+    cfg = parse_bot_config({"symbol": "SYNTH", "timeframe": "H1", "start_date": "2018-01-01",
+                            "end_date": "2018-01-02", "feed": {"seconds_per_bar": 0}})
+    feed = open_feed(cfg, store)
+    assert isinstance(feed, ReplayFeed) and feed.synthetic
+    assert all(feed.next_bar(0.0) for _ in range(48)) and feed.exhausted
+    live = open_feed(parse_bot_config({"symbol": "SYNTH", "timeframe": "M5", "feed": {
+        "type": "synthetic", "bar_interval": 0.5, "seed": 3}}), store, start_index=10)
+    assert isinstance(live, SyntheticLiveFeed) and live.position == 10 and len(live.history()) == 10
