@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from engine.bars import NS_PER_S, TIMEFRAMES, Bars, check_timeframe, ns_to_date, to_ns
-from engine.importers import read_bars
+from engine.importers import DataFormatError, read_bars
 from engine.resample import can_resample, resample
 from engine.synthetic import SYMBOL as SYNTH
 from engine.synthetic import synthetic_bars, synthetic_summary
@@ -102,6 +102,19 @@ def _merge(old: np.ndarray | None, new: np.ndarray) -> np.ndarray:
     both = np.concatenate((new, old))
     _, first = np.unique(both["time"], return_index=True)
     return both[first]
+
+
+def _check_spacing(merged: np.ndarray, timeframe: str, filename: str) -> None:
+    """Refuse a merge that puts bars closer than one timeframe, e.g. the same file imported
+    twice with different UTC shifts; the file on its own was already checked."""
+    step = np.diff(merged["time"])
+    close = np.flatnonzero(step < TIMEFRAMES[timeframe] * NS_PER_S)
+    if close.size:
+        i = int(close[0]) + 1
+        when = np.datetime64(int(merged["time"][i]), "ns").astype("datetime64[s]")
+        raise DataFormatError(filename, None, f"merging with the stored {timeframe} bars would put the bar at "
+                                              f"{when} only {int(step[i - 1]) // NS_PER_S} s after the previous "
+                                              "one; are the file's times shifted differently (utc_shift_hours)?")
 
 
 class DataStore:
@@ -253,6 +266,7 @@ class DataStore:
         with self._locked(symbol):
             old = np.load(path) if path.is_file() else None
             merged = _merge(old, new)
+            _check_spacing(merged, timeframe, str(bars.meta["filename"]))
             _write_atomic(path, lambda f: np.save(f, merged, allow_pickle=False))
             side = self._sidecar(symbol, timeframe)
             event = {"source": bars.source, "format": bars.meta["format"], "rows": len(new),

@@ -228,3 +228,12 @@ def test_list_skips_a_damaged_file(store: DataStore, mt5: Path, caplog: pytest.L
     (store.root / "bars" / "EURUSD2" / "H1.npy").write_bytes(b"not numpy")
     rows = [r["symbol"] for r in store.list() if not r["synthetic"]]
     assert rows == ["EURUSD"] and "skipping unreadable" in caplog.text
+
+
+def test_merge_with_offset_times_is_refused(store: DataStore, mt5: Path) -> None:
+    store.import_csv(mt5, "EURUSD", "H1")
+    before = snapshot(store.root)
+    with pytest.raises(DataFormatError, match=r"EURUSD_H1_mt5.csv: merging with the stored H1 bars would put "
+                                               r"the bar at 2017-04-19T09:00:00 only 1800 s after"):
+        store.import_csv(mt5, "EURUSD", "H1", utc_shift_hours=0.5)
+    assert snapshot(store.root) == before
