@@ -60,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
-async def watch(server: str, topics: list[str], *, json_output: bool, out: TextIO = sys.stdout) -> int:
-    """Print every event of ``topics`` to ``out``; returns 1 if the daemon cannot be reached."""
+async def watch(server: str, topics: list[str], *, json_output: bool, out: TextIO | None = None) -> int:
+    """Print every event of ``topics`` to ``out`` (stdout); returns 1 if the daemon cannot be reached."""
+    out = out or sys.stdout
     async with QmxClient(server) as client:
         try:
             for topic in topics:
@@ -181,8 +182,9 @@ def _value(v: Any) -> str:
 
 
 async def follow_backtest(server_url: str, body: dict[str, Any], *, json_output: bool,
-                          out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Implementation of :func:`server.client.submit_and_follow`."""
+                          out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Implementation of :func:`server.client.submit_and_follow` (``out``/``err``: stdout/stderr)."""
+    out, err = out or sys.stdout, err or sys.stderr
     async with QmxClient(server_url) as client:
         try:
             bid = await client.submit_backtest(**body)

@@ -322,7 +322,8 @@ class QmxClient:
 
     async def backtests(self, status: str | None = None) -> list[dict[str, Any]]:
         """``GET /api/backtests[?status=]``."""
-        return await self.request("GET", "/api/backtests" + (f"?status={status}" if status else ""))  # type: ignore[no-any-return]
+        data = await self.request("GET", "/api/backtests" + (f"?status={status}" if status else ""))
+        return data.get("backtests", []) if isinstance(data, dict) else data  # type: ignore[no-any-return]
 
     async def wait(self, backtest_id: str, timeout: float = 300.0, poll: float = 0.2) -> dict[str, Any]:
         """Poll until the run is completed, failed or cancelled; returns the run (TimeoutError after ``timeout``)."""

@@ -145,7 +145,7 @@ def render_value(value: Any, depth: int = 0) -> str:
     if not isinstance(value, Mapping):
         return f"<p>{escape(fmt(value))}</p>"
     scalars = {k: v for k, v in value.items() if not isinstance(v, (Mapping, list))}
-    nested = {k: v for k, v in value.items() if isinstance(v, (Mapping, list))}
+    nested = {k: v for k, v in value.items() if isinstance(v, (Mapping, list)) and v}
     parts = [kv_table(scalars)] if scalars else []
     grid = {k: v for k, v in nested.items()
             if isinstance(v, Mapping) and v and all(not isinstance(x, (Mapping, list)) for x in v.values())}
@@ -218,10 +218,13 @@ def _trades(results: Mapping[str, Any]) -> str:
 def _robustness(results: Mapping[str, Any]) -> str:
     parts = []
     verdict = results.get("verdict")
-    if verdict is not None:
-        text = verdict if isinstance(verdict, str) else None
-        body = escape(text) if text else render_value(verdict)
-        parts.append(f'<h2>Verdict</h2><div class="verdict">{body}</div>')
+    if isinstance(verdict, str):
+        parts.append(f'<h2>Verdict</h2><div class="verdict"><b>{escape(verdict)}</b></div>')
+    elif isinstance(verdict, Mapping):
+        reasons = "".join(f"<li>{escape(str(r))}</li>" for r in verdict.get("reasons") or [])
+        rest = {k: v for k, v in verdict.items() if k not in ("verdict", "reasons")}
+        parts.append(f'<h2>Verdict</h2><div class="verdict"><b>{escape(str(verdict.get("verdict", "")))}</b>'
+                     f"<ul>{reasons}</ul></div>{render_value(rest) if rest else ''}")
     for key, title in (("walk_forward", "Walk-forward optimisation"), ("monte_carlo", "Monte Carlo"),
                        ("pbo", "Probability of backtest overfitting")):
         if results.get(key) is not None:

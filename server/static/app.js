@@ -386,7 +386,7 @@ async function loadBots() {
     const json = await api('/api/bots');
     const list = Array.isArray(json) ? json : json?.bots ?? [];
     for (const b of list) upsertBot({ ...b, ...(b.state ?? {}) });
-    if (json && typeof json.killed === 'boolean') showTradingState(json.killed);
+    if (json && typeof json.halted === 'boolean') showTradingState(json.halted);
   } catch (err) {
     $('#bot-error').textContent = `bots unavailable: ${err.message}`;
   }

@@ -164,8 +164,18 @@ export class WebSocketClient {
     }
     this.ws = ws;
     let opened = false;
+    // Some implementations (Node 20's) never fire close when the TCP connection dies during the
+    // handshake, so an attempt that has not opened in time is abandoned here.
     const timer = setTimeout(() => {
-      if (!opened) { this._drop(ws, 'connect timeout'); }
+      if (opened || this.ws !== ws) return;
+      if (reject) {
+        ws.onclose = null;
+        try { ws.close(); } catch { /* not open yet */ }
+        this.ws = null;
+        reject(new Error(`could not connect to ${this.url}: no answer within ${this.options.connectTimeoutMs} ms`));
+      } else {
+        this._drop(ws, 'connect timeout');
+      }
     }, this.options.connectTimeoutMs);
     ws.onopen = () => {
       opened = true;

@@ -1,0 +1,213 @@
+"""The Python client (server/client.py), `qmx watch` and `--follow` against a real `qmx serve`."""
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+from server.cli_client import follow_backtest, format_event
+from server.client import QmxClient, QmxError, base_url, submit_and_follow
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.e2e]
+
+SMALL = {"symbol": "SYNTH", "timeframe": "H1", "variant": "vanilla", "strategy": "sma_cross",
+         "start_date": "2023-01-01", "end_date": "2023-06-30"}
+
+
+async def _until(client: QmxClient, pred: Any, timeout: float = 60.0) -> list[dict[str, Any]]:
+    """Collect events until ``pred(event)`` holds for one; returns all collected."""
+    got: list[dict[str, Any]] = []
+
+    async def run() -> None:
+        async for event in client:
+            got.append(event)
+            if pred(event):
+                return
+    await asyncio.wait_for(run(), timeout)
+    return got
+
+
+class Proxy:
+    """A TCP proxy to the daemon; ``cut()`` drops every connection as a dying server would."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.up = True
+        self.connections = 0
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        for w in list(self.writers):
+            w.transport.abort()
+        self.writers.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+def test_base_url_accepts_http_and_ws_forms() -> None:
+    assert base_url("ws://h:1/ws") == "http://h:1"
+    assert base_url("https://h:1/") == "https://h:1"
+    with pytest.raises(ValueError, match="`url`"):
+        base_url("ftp://h")
+
+
+def _with_client(url: str, body: Callable[[QmxClient], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with QmxClient(url) as client:
+            await body(client)
+    asyncio.run(main())
+
+
+def test_follow_one_backtest_and_rest_helpers(daemon: dict[str, Any]) -> None:
+    _with_client(daemon["url"], _follow_one)
+
+
+async def _follow_one(client: QmxClient) -> None:
+    bid = await client.submit_backtest(**SMALL)
+    confirmed = await client.subscribe(f"backtest:{bid}", since=0)
+    assert confirmed["type"] == "subscription_confirmed"
+    seen_types: list[str] = []
+    client.on("backtest_progress", lambda e: seen_types.append(e["type"]))
+    events = await _until(client, lambda e: e.get("type") in ("backtest_complete", "backtest_error"))
+    kinds = [e["type"] for e in events if "seq" in e]
+    assert kinds[0] == "backtest_start" and kinds[-1] == "backtest_complete", kinds[:3] + kinds[-3:]
+    assert "backtest_progress" in seen_types, "on() handlers see events too"
+    assert all(e["data"]["backtest_id"] == bid for e in events if "seq" in e)
+    run = await client.wait(bid, timeout=30)
+    assert run["status"] == "completed"
+    assert run["results"]["equity"]["equity"], "the stored run has its equity curve"
+    assert any(r["backtest_id"] == bid for r in await client.backtests())
+
+
+def test_rest_errors_name_the_field(daemon: dict[str, Any]) -> None:
+    _with_client(daemon["url"], _rest_errors)
+
+
+async def _rest_errors(client: QmxClient) -> None:
+    with pytest.raises(QmxError) as info:
+        await client.submit_backtest(**{**SMALL, "timeframe": "H2"})
+    assert info.value.status == 400
+    assert "timeframe" in info.value.message
+    with pytest.raises(QmxError) as info:
+        await client.backtest("no-such-run")
+    assert info.value.status == 404
+    with pytest.raises(ValueError, match="`topic`"):
+        await client.subscribe("")
+
+
+def test_reconnects_resubscribes_and_resumes(daemon: dict[str, Any]) -> None:
+    asyncio.run(_reconnect(daemon))
+
+
+async def _reconnect(daemon: dict[str, Any]) -> None:
+    proxy = Proxy(daemon["port"])
+    url = await proxy.start()
+    try:
+        async with QmxClient(url, initial_delay=0.05, max_delay=0.2) as c, QmxClient(daemon["url"]) as rest:
+            await c.subscribe("backtest")
+            first = await rest.submit_backtest(**SMALL)
+            await _until(c, lambda e: e.get("type") == "backtest_complete" and e["data"]["backtest_id"] == first)
+            proxy.up = False
+            proxy.cut()
+            second = await rest.submit_backtest(**SMALL)
+            assert (await rest.wait(second, timeout=60))["status"] == "completed"
+            proxy.up = True
+            events = await _until(c, lambda e: e.get("type") == "backtest_complete"
+                                  and e["data"]["backtest_id"] == second)
+            assert c.reconnects >= 1
+            assert any(e["type"] == "reconnected" for e in events)
+            mine = [e["type"] for e in events if e.get("data", {}).get("backtest_id") == second
+                    and e["type"].startswith("backtest_")]
+            assert mine[0] == "backtest_start", "missed events were replayed from the start of the run"
+            seqs = [e["seq"] for e in events if "seq" in e]
+            assert seqs == sorted(set(seqs)), "no duplicates, in order"
+    finally:
+        await proxy.close()
+
+
+def test_submit_and_follow_prints_progress_and_table(daemon: dict[str, Any],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert asyncio.run(submit_and_follow(daemon["url"], dict(SMALL), json_output=False)) == 0
+    out, err = capsys.readouterr()
+    assert "100.0%" in err and "submitted" in err
+    assert "Final balance" in out and "Sharpe ratio" in out and "[SYNTHETIC DATA]" in out
+    out_json, err_json = io.StringIO(), io.StringIO()
+    assert asyncio.run(follow_backtest(daemon["url"], dict(SMALL), json_output=True, out=out_json,
+                                       err=err_json)) == 0
+    assert json.loads(out_json.getvalue())["status"] == "completed"
+    bad = io.StringIO()
+    assert asyncio.run(follow_backtest(daemon["url"], {**SMALL, "variant": "x"}, json_output=False,
+                                       out=io.StringIO(), err=bad)) == 2
+    assert "variant" in bad.getvalue()
+
+
+def test_qmx_watch_prints_the_stream(daemon: dict[str, Any], tmp_path: Path) -> None:
+    log = tmp_path / "watch.out"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "server.cli", "watch", "backtest", "--server",
+                                 daemon["url"]], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        from tests.conftest import eventually
+        from tests.fixtures_daemon import api
+
+        eventually(lambda: "watching backtest" in log.read_text(), timeout=20)
+        status, body = api(daemon, "POST", "/api/backtests", SMALL)
+        assert status == 202
+        short = body["backtest_id"][:8]
+        text = eventually(lambda: (t := log.read_text()) and f"complete {short}" in t and t, timeout=60)
+        lines = [ln for ln in text.splitlines() if short in ln]
+        assert any(f"start    {short} SYNTH H1 vanilla" in ln for ln in lines)
+        assert any("progress" in ln and "100.0%" in ln for ln in lines)
+        assert any(" log " in ln and "INFO" in ln for ln in lines), "log lines carry their level"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_qmx_watch_rejects_a_bad_topic() -> None:
+    proc = subprocess.run([sys.executable, "-m", "server.cli", "watch", "nope"], cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "backtest, trading, logs" in proc.stderr
+
+
+def test_format_event_lines() -> None:
+    line = format_event({"type": "trading_update", "data": {"bot_id": "b1", "status": "running", "pnl": 1.5}})
+    assert "trading  b1 running pnl +1.50" in line
+    assert format_event({"type": "pong"}) == ""
+    assert "level" not in format_event({"type": "log_entry", "data": {"level": "WARNING", "message": "odd"}})
