@@ -71,6 +71,11 @@ class BacktestConfig:
 _FIELDS = {f for f in BacktestConfig.__dataclass_fields__}
 
 
+def _default(value: Any, default: Any) -> Any:
+    """``default`` only for an absent or null field: a wrong-typed value must still be reported."""
+    return default if value is None else value
+
+
 def _date(value: Any, name: str, errors: dict[str, str]) -> str | None:
     if value is None or value == "":
         return None
@@ -125,7 +130,7 @@ def parse_config(body: Mapping[str, Any]) -> BacktestConfig:
     if not isinstance(strategy, str) or not strategy:
         errors["strategy"] = f"must be a built-in strategy name or 'path/to/file.py:ClassName', got {strategy!r}"
         strategy = "sma_cross"
-    params = body.get("params", {}) or {}
+    params = _default(body.get("params"), {})
     if not isinstance(params, Mapping):
         errors["params"] = f"must be an object of parameter -> value, got {params!r}"
         params = {}
@@ -134,12 +139,12 @@ def parse_config(body: Mapping[str, Any]) -> BacktestConfig:
     size_unit = body.get("size_unit", "units")
     if size_unit not in SIZE_UNITS:
         errors["size_unit"] = f"must be one of {list(SIZE_UNITS)}, got {size_unit!r}"
-    costs = _costs(body.get("costs", {}) or {}, errors)
-    spiced = body.get("spiced", {}) or {}
+    costs = _costs(_default(body.get("costs"), {}), errors)
+    spiced = _default(body.get("spiced"), {})
     if not isinstance(spiced, Mapping):
         errors["spiced"] = f"must be an object, got {spiced!r}"
         spiced = {}
-    robustness = body.get("robustness", {}) or {}
+    robustness = _default(body.get("robustness"), {})
     if not isinstance(robustness, Mapping):
         errors["robustness"] = f"must be an object, got {robustness!r}"
         robustness = {}
