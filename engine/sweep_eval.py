@@ -16,7 +16,7 @@ import numpy as np
 
 from engine.bars import Bars, ns_to_date
 from engine.config import BacktestConfig
-from engine.indicators import crossover, sma
+from engine.indicators import sma
 from engine.metrics import compute_metrics, daily_returns
 from engine.progress import Progress, ProgressFn, Throttle
 from engine.simulator import SimResult, simulate_strategy
@@ -99,10 +99,13 @@ class SmaCache:
 
     def strategy(self, params: Mapping[str, Any]) -> _Targets:
         # Same decisions as SmaCross.signals: up-cross -> long, down-cross -> short (reversal) or flat.
+        # engine.indicators.crossover(a, b) is a[i-1] < b[i-1] and a[i] > b[i]; both directions
+        # share the two comparisons, and the few cross bars are set by index, not by mask.
         f, s = self.get(params["fast"]), self.get(params["slow"])
+        below, above = f < s, f > s
         target = np.full(self.close.shape[0], np.nan)
-        target[crossover(s, f)] = -1.0 if params.get("mode", "reversal") == "reversal" else 0.0
-        target[crossover(f, s)] = 1.0
+        target[np.flatnonzero(above[:-1] & below[1:]) + 1] = -1.0 if params.get("mode", "reversal") == "reversal" else 0.0
+        target[np.flatnonzero(below[:-1] & above[1:]) + 1] = 1.0
         return _Targets(target, params["slow"])
 
 
