@@ -1,7 +1,7 @@
 """Seeded synthetic FX-like bars with regime switches: the data every fresh install runs on.
 
-Prices follow a regime-switching model. Each regime lasts tens to hundreds of bars, then the
-next one is drawn from a transition matrix (a Markov chain over regimes, never staying in the
+Prices follow a regime-switching model. Each regime lasts 20 to 400 bars (log-uniform; trends
+at most 200 so daily prices stay FX-like), then the next one is drawn from a transition matrix (a Markov chain over regimes, never staying in the
 same one, with a gentle pull that keeps prices near 1.10 over the years):
 
 =============  =====================  ==========================  =============================
