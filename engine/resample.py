@@ -24,6 +24,7 @@ def resample(bars: Bars, timeframe: str) -> Bars:
     or one the source does not divide, raises ``ValueError``; the same timeframe returns ``bars``.
     """
     check_timeframe(timeframe)
+    check_timeframe(bars.timeframe, "bars.timeframe")
     if bars.timeframe == timeframe:
         return bars
     if not can_resample(bars.timeframe, timeframe):
