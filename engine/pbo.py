@@ -79,21 +79,7 @@ def compute_pbo(returns: np.ndarray, *, blocks: int = DEFAULT_BLOCKS) -> dict[st
     b_sum = np.stack([m[p].sum(axis=0) for p in parts])
     b_sq = np.stack([(m[p] ** 2).sum(axis=0) for p in parts])
     b_n = np.array([len(p) for p in parts], dtype=float)
-    tot_sum, tot_sq, tot_n = b_sum.sum(axis=0), b_sq.sum(axis=0), b_n.sum()
-    masks = _split_masks(blocks)
-    logits, is_best, oos_best = [], [], []
-    for lo in range(0, masks.shape[0], _CHUNK):
-        mk = masks[lo:lo + _CHUNK].astype(float)
-        s_is, sq_is, n_is = mk @ b_sum, mk @ b_sq, (mk @ b_n)[:, None]
-        is_sr = _sharpe(s_is, sq_is, n_is)
-        oos_sr = _sharpe(tot_sum - s_is, tot_sq - sq_is, tot_n - n_is)
-        best = np.argmax(is_sr, axis=1)
-        w = _relative_rank(oos_sr, best)
-        logits.append(np.log(w / (1.0 - w)))
-        rows = np.arange(mk.shape[0])
-        is_best.append(is_sr[rows, best])
-        oos_best.append(oos_sr[rows, best])
-    lam, x, y = np.concatenate(logits), np.concatenate(is_best), np.concatenate(oos_best)
+    lam, x, y = _cscv(b_sum, b_sq, b_n, _split_masks(blocks))
     slope, intercept = _fit(x, y)
     counts, edges = np.histogram(lam, bins=20)
     return {
@@ -109,6 +95,25 @@ def compute_pbo(returns: np.ndarray, *, blocks: int = DEFAULT_BLOCKS) -> dict[st
         "prob_oos_loss": float(np.mean(y < 0.0)),
         "logits_histogram": {"counts": counts.tolist(), "edges": [float(e) for e in edges]},
     }
+
+
+def _cscv(b_sum: np.ndarray, b_sq: np.ndarray, b_n: np.ndarray,
+          masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits, in-sample Sharpe of the winner, its out-of-sample Sharpe) for every split."""
+    tot_sum, tot_sq, tot_n = b_sum.sum(axis=0), b_sq.sum(axis=0), b_n.sum()
+    logits, is_best, oos_best = [], [], []
+    for lo in range(0, masks.shape[0], _CHUNK):
+        mk = masks[lo:lo + _CHUNK].astype(float)
+        s_is, sq_is, n_is = mk @ b_sum, mk @ b_sq, (mk @ b_n)[:, None]
+        is_sr = _sharpe(s_is, sq_is, n_is)
+        oos_sr = _sharpe(tot_sum - s_is, tot_sq - sq_is, tot_n - n_is)
+        best = np.argmax(is_sr, axis=1)
+        w = _relative_rank(oos_sr, best)
+        logits.append(np.log(w / (1.0 - w)))
+        rows = np.arange(mk.shape[0])
+        is_best.append(is_sr[rows, best])
+        oos_best.append(oos_sr[rows, best])
+    return np.concatenate(logits), np.concatenate(is_best), np.concatenate(oos_best)
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None]:

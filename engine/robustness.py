@@ -182,15 +182,9 @@ def run_full(config: Any, bars: Any, *, progress: Any = None, logger: logging.Lo
     for k in wf.window_end:
         res["trades"][k]["exit_reason"] = "window_end"
     boot = mc.get("bootstrap") or {}
-    res["walk_forward"] = to_json({
-        "mode": opts["wf_mode"], "in_sample_bars": windows[0].is_end - windows[0].is_start,
-        "out_of_sample_bars": windows[0].oos_end - windows[0].oos_start,
-        "gap_bars": windows[0].oos_start - windows[0].is_end, "objective": objective.expr,
-        "grid": opts["grid"], "combinations": len(combos), "evaluated": len(valid), "skipped": len(skipped),
-        "windows": wf.rows, **wf.summary,
-        "warmup": "out-of-sample runs start at the in-sample start for indicator warm-up; "
-                  "entries only inside the out-of-sample part; open positions closed at its end",
-    })
+    res["walk_forward"] = to_json({**_setup_json(opts, windows, objective.expr),
+                                   "combinations": len(combos), "evaluated": len(valid), "skipped": len(skipped),
+                                   "windows": wf.rows, **wf.summary})
     res["monte_carlo"] = to_json(mc)
     res["pbo"] = to_json(pbo)
     res["verdict"] = to_json(robustness_verdict(
@@ -199,6 +193,16 @@ def run_full(config: Any, bars: Any, *, progress: Any = None, logger: logging.Lo
         res["regime_analytics"] = _stitched_regimes(wf, config, logger)
     meter.finish(wf.sim.n_trades, float(wf.sim.equity[-1]) - config.initial_balance)
     return out
+
+
+def _setup_json(opts: Mapping[str, Any], windows: Any, objective: str) -> dict[str, Any]:
+    """The walk-forward set-up as it ran (sizes in bars)."""
+    w = windows[0]
+    return {"mode": opts["wf_mode"], "in_sample_bars": w.is_end - w.is_start,
+            "out_of_sample_bars": w.oos_end - w.oos_start, "gap_bars": w.oos_start - w.is_end,
+            "objective": objective, "grid": opts["grid"],
+            "warmup": "out-of-sample runs start at the in-sample start for indicator warm-up; "
+                      "entries only inside the out-of-sample part; open positions closed at its end"}
 
 
 def _pbo(bars: Any, config: Any, combos: list[dict[str, Any]], blocks: int, meter: Any) -> dict[str, Any]:
