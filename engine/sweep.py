@@ -232,7 +232,8 @@ def run_sweep(config: Any, grid: Mapping[str, Any] | Sequence[Mapping[str, Any]]
     parameter objects (a part from :func:`split_grid`); grid values override ``config.params``.
     Bars come from ``bars`` (cut to the config's dates) or ``store`` (default: the local store).
     ``progress`` gets :class:`~engine.progress.Progress` across the whole grid (bars_processed
-    counts bar evaluations: bars x combinations) and may raise ``Cancelled``.
+    counts bar evaluations: bars x combinations; ``trades_count`` the trades simulated so far;
+    ``current_pnl`` the best PnL so far) and may raise ``Cancelled``.
 
     Returns ``{strategy, objective, grid, combinations, evaluated, skipped, skipped_examples,
     results: [{rank, params, objective_value, metrics}], best, data, elapsed_seconds}``.
@@ -250,10 +251,9 @@ def run_sweep(config: Any, grid: Mapping[str, Any] | Sequence[Mapping[str, Any]]
     bars = load_bars(config, bars, store)
     meter = Meter(progress, len(bars) * len(valid))
     meter.start(int(bars.time[0]))
-    runs = evaluate(bars, config, valid, meter=meter)
+    runs = evaluate(bars, config, valid, meter=meter, report_runs=True)
     rows = rank_rows([{"params": r.params, "metrics": r.metrics} for r in runs], obj)
-    meter.finish(rows[0]["metrics"].get("total_trades") or 0,
-                 (rows[0]["metrics"].get("final_balance") or config.initial_balance) - config.initial_balance)
+    meter.finish()
     return {
         "strategy": config.strategy, "objective": obj.expr, "grid": norm, "combinations": len(combos),
         "evaluated": len(valid), "skipped": len(skipped), "skipped_examples": skipped[:5],

@@ -29,9 +29,9 @@ SPICED_VARIANTS = ("spiced", "spiced_full")
 class Meter:
     """Progress across a whole multi-run job, in bar evaluations: monotonic from 0 to ``total``.
 
-    ``advance(bars, time_ns, trades, pnl)`` adds work done; reports are throttled to ~10 a second,
-    with the first (0) and the final one always sent. A ``Cancelled`` raised by the callback
-    propagates to the caller of ``advance``.
+    ``advance(bars, time_ns, trades, pnl)`` adds work done (``trades``/``pnl`` left as None keep
+    the last values); reports are throttled to ~10 a second, with the first (0) and the final one
+    always sent. A ``Cancelled`` raised by the callback propagates to the caller of ``advance``.
     """
 
     def __init__(self, fn: ProgressFn | None, total: int) -> None:
@@ -40,26 +40,31 @@ class Meter:
         self.done = 0
         self.throttle = Throttle(0.1)
         self.date = ""
+        self.trades = 0
+        self.pnl = 0.0
 
     def start(self, time_ns: int | None = None) -> None:
         if time_ns is not None:
             self.date = ns_to_date(time_ns)
-        self._send(0, 0.0, final=True)
+        self._send(final=True)
 
-    def advance(self, bars: int, time_ns: int | None = None, trades: int = 0, pnl: float = 0.0) -> None:
+    def advance(self, bars: int, time_ns: int | None = None, trades: int | None = None,
+                pnl: float | None = None) -> None:
         self.done = min(self.total, self.done + int(bars))
         if time_ns is not None:
             self.date = ns_to_date(time_ns)
-        self._send(trades, pnl, final=False)
+        self.trades = self.trades if trades is None else int(trades)
+        self.pnl = self.pnl if pnl is None else float(pnl)
+        self._send(final=False)
 
-    def finish(self, trades: int = 0, pnl: float = 0.0) -> None:
-        self.done = self.total
-        self._send(trades, pnl, final=True)
+    def finish(self, trades: int | None = None, pnl: float | None = None) -> None:
+        self.advance(self.total, None, trades, pnl)
+        self._send(final=True)
 
-    def _send(self, trades: int, pnl: float, final: bool) -> None:
+    def _send(self, final: bool) -> None:
         if self.fn is not None and self.throttle.ready(final=final):
             self.fn(Progress(bars_processed=self.done, total_bars=self.total, current_date=self.date,
-                             trades_count=int(trades), current_pnl=round(float(pnl), 2)))
+                             trades_count=self.trades, current_pnl=round(self.pnl, 2)))
 
 
 @dataclass(frozen=True)
@@ -161,15 +166,18 @@ def flat_metrics(bars: Bars, sim: SimResult) -> dict[str, Any]:
 
 
 def evaluate(bars: Bars, config: BacktestConfig, combos: Sequence[Mapping[str, Any]], *,
-             meter: Meter | None = None, keep_returns: str | None = None,
+             meter: Meter | None = None, keep_returns: str | None = None, report_runs: bool = False,
              logger: logging.Logger | None = None) -> list[ComboRun]:
     """Run every (valid) combination on ``bars``; advances ``meter`` by ``len(bars)`` per combination.
 
     ``keep_returns``: ``"day"`` keeps each run's daily returns, ``"bar"`` its per-bar returns.
+    ``report_runs``: progress shows the trades simulated so far and the best PnL so far (a sweep);
+    otherwise the meter's trade count and PnL are left to the caller (a walk-forward run).
     """
     cache = SmaCache(bars)
     out = []
     last_t = int(bars.time[-1]) if len(bars) else None
+    trades, best = 0, -float("inf")
     for params in combos:
         sim, _ = simulate_params(bars, config, params, cache=cache, logger=logger)
         metrics = flat_metrics(bars, sim)
@@ -180,5 +188,7 @@ def evaluate(bars: Bars, config: BacktestConfig, combos: Sequence[Mapping[str, A
             rets = sim.equity[1:] / sim.equity[:-1] - 1.0
         out.append(ComboRun(dict(params), metrics, rets))
         if meter is not None:
-            meter.advance(len(bars), last_t, sim.n_trades, float(sim.equity[-1]) - config.initial_balance)
+            trades += sim.n_trades
+            best = max(best, float(sim.equity[-1]) - config.initial_balance)
+            meter.advance(len(bars), last_t, trades if report_runs else None, best if report_runs else None)
     return out

@@ -94,6 +94,8 @@ def test_progress_is_monotonic_across_the_whole_run(eurusd: Bars, monkeypatch: p
     done = [p.bars_processed for p in seen]
     assert done[0] == 0 and done[-1] == seen[-1].total_bars
     assert all(a <= b for a, b in zip(done, done[1:]))  # never restarts per window
+    trades = [p.trades_count for p in seen]  # the stitched out-of-sample run's trades so far
+    assert trades == sorted(trades) and trades[-1] > 0
     assert len({p.total_bars for p in seen}) == 1 and len(seen) > 30
     dates = [p.current_date for p in seen[1:]]
     assert dates[-1] == "2018-02-07"

@@ -79,6 +79,8 @@ def test_progress_covers_the_whole_grid_once(eurusd: Bars, monkeypatch: pytest.M
     assert done[0] == 0 and done[-1] == seen[-1].total_bars == 6 * 5000
     assert done == sorted(done) and len(set(done)) == 7
     assert {p.total_bars for p in seen} == {30_000}
+    trades = [p.trades_count for p in seen]
+    assert trades == sorted(trades) and trades[-1] > 0
 
 
 def test_cancel_propagates(eurusd: Bars) -> None:
