@@ -50,6 +50,13 @@ def ns_to_iso(ns: int) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S") + f".{ms % 1000:03d}Z"
 
 
+def _cut(value: object, n: int, start: int, stop: int) -> object:
+    """Per-bar meta arrays (e.g. true regime labels) follow a window; other meta is kept whole."""
+    if isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == n:
+        return value[start:stop]
+    return value
+
+
 @dataclass(frozen=True)
 class Bars:
     """OHLCV bars of one symbol and timeframe as parallel numpy arrays.
@@ -86,6 +93,7 @@ class Bars:
             close=self.close[start:stop],
             volume=self.volume[start:stop],
             spread=None if self.spread is None else self.spread[start:stop],
+            meta={k: _cut(v, len(self), start, stop) for k, v in self.meta.items()},
         )
 
     def between(self, start_date: str | None, end_date: str | None) -> Bars:
