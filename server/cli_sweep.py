@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--to", dest="end_date", default=None, metavar="YYYY-MM-DD", help="last day, inclusive (default: all data)")
     a("--strategy", default="sma_cross", help="built-in name or path/to/file.py:ClassName (default sma_cross)")
     a("--grid", action="append", default=[], metavar="NAME=SPEC",
-      help="parameter values: START:STOP:STEP (inclusive) or V1,V2,... (repeatable; default: the "
-           "strategy's default grid)")
+      help="parameter values: START:STOP:STEP (inclusive) or V1,V2,... (repeatable), or one JSON object "
+           "of lists, e.g. '{\"fast\": [5, 10], \"slow\": [20, 40]}' (default: the strategy's default grid)")
     a("--param", action="append", default=[], metavar="NAME=VALUE", help="fixed strategy parameter (repeatable)")
     a("--objective", default="sharpe_ratio",
       help="sharpe_ratio (default), return_pct, profit_factor, calmar_ratio or an expression of metrics, "
@@ -72,7 +72,9 @@ def _check(args: argparse.Namespace, errors: list[str]) -> tuple[Any, dict[str, 
     except ConfigError as exc:
         errors += [f"{_option(k)}: {v}" for k, v in exc.errors.items()]
     try:
-        if args.grid:
+        if len(args.grid) == 1 and args.grid[0].lstrip().startswith("{"):
+            grid = normalize_grid(_json_grid(args.grid[0]))
+        elif args.grid:
             grid = parse_grid_args(args.grid)
         elif args.strategy in DEFAULT_GRIDS:
             grid = normalize_grid(DEFAULT_GRIDS[args.strategy])
@@ -91,6 +93,13 @@ def _check(args: argparse.Namespace, errors: list[str]) -> tuple[Any, dict[str, 
     if args.data is not None and not args.data.is_file():
         errors.append(f"--data: file {str(args.data)!r} does not exist or is not a file")
     return config, grid, top
+
+
+def _json_grid(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"`--grid` JSON object is not valid JSON: {exc}") from None
 
 
 def _option(field: str) -> str:

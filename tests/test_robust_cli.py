@@ -33,7 +33,7 @@ def test_sweep_prints_a_ranked_table(data_dir: Path, capsys: pytest.CaptureFixtu
 
 
 def test_sweep_json_is_the_result_object(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["sweep", "--data", EURUSD, "--symbol", "EURUSD", "--grid", "fast=5,10", "--grid", "slow=20",
+    rc = main(["sweep", "--data", EURUSD, "--symbol", "EURUSD", "--grid", '{"fast": [5, 10], "slow": "20:20:1"}',
                "--objective", "return_pct / max(drawdown, 1)", "--json"])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0 and result["evaluated"] == 2 and result["objective"] == "return_pct / max(drawdown, 1)"
@@ -42,6 +42,8 @@ def test_sweep_json_is_the_result_object(data_dir: Path, capsys: pytest.CaptureF
 
 @pytest.mark.parametrize("argv, message", [
     (["--grid", "fast"], "--grid: `--grid` must be NAME=START:STOP:STEP"),
+    (["--grid", '{"fast": [5,'], "--grid: `--grid` JSON object is not valid JSON"),
+    (["--grid", '{"fast": []}'], "--grid: `grid.fast` must not be an empty list"),
     (["--grid", "fast=9:1:1"], "--grid: `grid.fast` range needs step > 0"),
     (["--objective", "__import__('os')"], "--objective: `objective` may use only metric names"),
     (["--top", "x"], "--top must be an integer >= 0, got 'x'"),
