@@ -24,11 +24,11 @@ import pykka
 
 from actors.codec import unpack
 from actors.connections import ConnectionManager, Disconnect, Publish, Subscribe, Unsubscribe
-from actors.process import (LOG_QUEUE_MAXSIZE, OUTBOX_MAXSIZE, ChildHandle, ChildSpec,
-                            CrashBudget, QueueLogHandler)
+from actors.children import ChildHandle
+from actors.process import LOG_QUEUE_MAXSIZE, OUTBOX_MAXSIZE, ChildSpec, CrashBudget, QueueLogHandler
 from actors.runstore import RunStore
-from actors.supervisor import (MAX_QUEUE, WORKER, CancelJob, FromChildren, SharedState, Shutdown,
-                               SubmitJob, Supervisor, ToChild)
+from actors.messages import CancelJob, FromChildren, SharedState, Shutdown, SubmitJob, ToChild
+from actors.supervisor import MAX_QUEUE, WORKER, Supervisor
 
 Deliver = Callable[[list[tuple[str, tuple[int, ...]]]], None]
 

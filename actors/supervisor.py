@@ -10,13 +10,16 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
 
+from actors.children import ChildHandle, Watcher
 from actors.connections import Publish
-from actors.process import ChildHandle, CrashBudget, Watcher, describe_exit
+from actors.messages import (CancelJob, ChildDied, FromChildren, HardKill, ReleaseFinal, SharedState,
+                             Shutdown, SubmitJob, ToChild)
+from actors.process import CrashBudget, describe_exit
 from actors.runstore import METRIC_FIELDS, RunStore, now_iso
 from actors.worker import error_event
 
@@ -26,55 +29,6 @@ MAX_QUEUE = 1000
 WORKER = "worker"
 
 log = logging.getLogger("actors.supervisor")
-
-
-# ----------------------------------------------------------------------------- messages
-@dataclass(frozen=True)
-class SubmitJob:
-    job_id: str
-    kind: str  # backtest | sweep_part | burst
-    config: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class CancelJob:
-    job_id: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class FromChildren:
-    messages: list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class ChildDied:
-    name: str
-    index: int
-    pid: int
-    exitcode: int | None
-
-
-@dataclass(frozen=True)
-class HardKill:
-    job_id: str
-
-
-@dataclass(frozen=True)
-class ReleaseFinal:
-    job_id: str
-
-
-@dataclass(frozen=True)
-class ToChild:
-    name: str
-    msg: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Shutdown:
-    reason: str
 
 
 @dataclass
@@ -97,7 +51,7 @@ class Supervisor(pykka.ThreadingActor):
     use_daemon_thread = True
 
     def __init__(self, children: dict[str, list[ChildHandle]], store: RunStore,
-                 cm: pykka.ActorRef, shared: "SharedState", budget: CrashBudget) -> None:
+                 cm: pykka.ActorRef, shared: SharedState, budget: CrashBudget) -> None:
         super().__init__()
         self._children = children
         self._workers = children.get(WORKER, [])
@@ -431,26 +385,3 @@ class Supervisor(pykka.ThreadingActor):
             events, self._out = self._out, []
             self._cm.tell(Publish(events))
         return counts
-
-
-class SharedState:
-    """Health snapshot and active job ids, written by the supervisor, read from any thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._health: dict[str, Any] = {"workers_alive": 0, "workers_total": 0, "queue_length": 0,
-                                        "running": 0, "degraded": False, "children_ready": 0,
-                                        "children_total": 0, "workers_ready": 0}
-        self._active: dict[str, str] = {}
-
-    def update(self, health: dict[str, Any], active: dict[str, str]) -> None:
-        with self._lock:
-            self._health, self._active = health, active
-
-    def health(self) -> dict[str, Any]:
-        with self._lock:
-            return dict(self._health)
-
-    def status_of(self, job_id: str) -> str | None:
-        with self._lock:
-            return self._active.get(job_id)

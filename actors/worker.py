@@ -116,35 +116,16 @@ class BacktestActor(pykka.ThreadingActor):
 
     def _backtest(self, job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         import engine  # noqa: PLC0415 - keep worker start-up light until a job arrives
-        from engine.bars import ns_to_date  # noqa: PLC0415
 
         bid = job["job_id"]
-        logger = logging.getLogger(f"backtest.{bid}")
-        try:
-            config = engine.parse_config(job["config"])
-        except engine.ConfigError as exc:
-            return "failed", error_event(bid, "Invalid backtest configuration", str(exc))
-        store = engine.DataStore(self._data_dir)
-        # Announce the start before loading: loading (or generating) a long range takes a while.
-        span = _date_range(store, config)
-        if span is not None:
-            self._start_event(bid, config, *span)
-        try:
-            bars = store.load(config.symbol, config.timeframe, config.start_date, config.end_date)
-        except LookupError as exc:
-            return "failed", error_event(bid, f"Data not available: {exc}", traceback.format_exc())
-        except Exception as exc:
-            return "failed", error_event(bid, f"Could not load data: {type(exc).__name__}: {exc}",
-                                         traceback.format_exc())
-        if len(bars) == 0:
-            return "failed", error_event(bid, "No bars in the requested date range",
-                                         f"{config.symbol} {config.timeframe} "
-                                         f"{config.start_date}..{config.end_date} has no data")
-        if span is None:
-            self._start_event(bid, config, ns_to_date(int(bars.time[0])), ns_to_date(int(bars.time[-1])))
+        loaded = self._load(bid, job["config"])
+        if isinstance(loaded, dict):
+            return "failed", loaded
+        config, store, bars = loaded
         if self._cancel.reason(bid) is not None:  # cancelled while the data was loading
             return "cancelled", error_event(bid, "Backtest cancelled",
                                             f"{self._cancel.reason(bid)}; before the first bar")
+        logger = logging.getLogger(f"backtest.{bid}")
         progress = _ProgressEmitter(self._io, bid, len(bars), self._cancel)
         try:
             result = engine.run_backtest(config, bars=bars, store=store, progress=progress,
@@ -163,6 +144,34 @@ class BacktestActor(pykka.ThreadingActor):
         data["timestamp"] = now_iso()
         data["results"] = result.get("results") or {}
         return "completed", {"type": "backtest_complete", "data": data}
+
+    def _load(self, bid: str, raw_config: dict[str, Any]) -> tuple[Any, Any, Any] | dict[str, Any]:
+        """(config, store, bars), sending backtest_start as early as it can; or an error event."""
+        import engine  # noqa: PLC0415
+        from engine.bars import ns_to_date  # noqa: PLC0415
+
+        try:
+            config = engine.parse_config(raw_config)
+        except engine.ConfigError as exc:
+            return error_event(bid, "Invalid backtest configuration", str(exc))
+        store = engine.DataStore(self._data_dir)
+        # Announce the start before loading: loading (or generating) a long range takes a while.
+        span = _date_range(store, config)
+        if span is not None:
+            self._start_event(bid, config, *span)
+        try:
+            bars = store.load(config.symbol, config.timeframe, config.start_date, config.end_date)
+        except LookupError as exc:
+            return error_event(bid, f"Data not available: {exc}", traceback.format_exc())
+        except Exception as exc:
+            return error_event(bid, f"Could not load data: {type(exc).__name__}: {exc}",
+                               traceback.format_exc())
+        if len(bars) == 0:
+            return error_event(bid, "No bars in the requested date range", f"{config.symbol} "
+                               f"{config.timeframe} {config.start_date}..{config.end_date} has no data")
+        if span is None:
+            self._start_event(bid, config, ns_to_date(int(bars.time[0])), ns_to_date(int(bars.time[-1])))
+        return config, store, bars
 
     def _start_event(self, bid: str, config: Any, start: str, end: str) -> None:
         self._io.send({"type": "backtest_start", "data": {
