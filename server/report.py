@@ -23,6 +23,8 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("duration_seconds", "Run time [s]"),
 )
 MAX_TRADE_ROWS = 5000
+#: Rows shown of any other list in a result section (regime transitions can number thousands).
+MAX_SECTION_ROWS = 200
 TRADE_COLUMNS: tuple[str, ...] = (
     "entry_time", "exit_time", "side", "size", "entry_price", "exit_price", "pnl", "return_pct",
     "exit_reason",
@@ -140,15 +142,19 @@ def render_value(value: Any, depth: int = 0) -> str:
     """Render any JSON result section readably: scalars, records, tables of records, nesting."""
     if isinstance(value, list):
         if value and all(isinstance(v, Mapping) for v in value):
-            return f'<div class="scroll">{table(value)}</div>'
+            note = (f'<p class="sub">First {MAX_SECTION_ROWS} of {len(value):,} rows.</p>'
+                    if len(value) > MAX_SECTION_ROWS else "")
+            return f'<div class="scroll">{table(value[:MAX_SECTION_ROWS])}</div>{note}'
         return f"<p>{escape(', '.join(fmt(v) for v in value[:200]))}</p>"
     if not isinstance(value, Mapping):
         return f"<p>{escape(fmt(value))}</p>"
     scalars = {k: v for k, v in value.items() if not isinstance(v, (Mapping, list))}
     nested = {k: v for k, v in value.items() if isinstance(v, (Mapping, list)) and v}
     parts = [kv_table(scalars)] if scalars else []
-    grid = {k: v for k, v in nested.items()
-            if isinstance(v, Mapping) and v and all(not isinstance(x, (Mapping, list)) for x in v.values())}
+    flat = {k: v for k, v in nested.items()
+            if isinstance(v, Mapping) and all(not isinstance(x, (Mapping, list)) for x in v.values())}
+    # Sibling records with the same fields read best as one table (e.g. percentiles per measure).
+    grid = {k: v for k, v in flat.items() if sum(list(w) == list(v) for w in flat.values()) >= 2}
     if len(grid) >= 2:  # e.g. {final_return_pct: {p5..p95}, max_drawdown_pct: {p5..p95}}
         parts.append(table([{"": k, **v} for k, v in grid.items()]))
         nested = {k: v for k, v in nested.items() if k not in grid}

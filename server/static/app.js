@@ -6,6 +6,7 @@ const $ = (sel) => document.querySelector(sel);
 const TIMEFRAMES = ['M1', 'M5', 'M15', 'M30', 'H1', 'H4', 'D1'];
 const MAX_LOG_LINES = 500;
 const MAX_TRADE_ROWS = 500;
+const MAX_SECTION_ROWS = 200;
 const TERMINAL = new Set(['completed', 'failed', 'cancelled', 'interrupted']);
 
 const state = {
@@ -174,8 +175,8 @@ function renderRun(run) {
   const pct = Math.max(0, Math.min(100, Number(run.progress) || 0));
   const cells = [
     h('td', { class: 'mono' }, run.id.slice(0, 8)),
-    h('td', {}, `${run.symbol ?? '?'} ${run.timeframe ?? ''}`, run.symbol === 'SYNTH' ? h('span', { class: 'tag-synth' }, 'SYNTHETIC') : null),
-    h('td', {}, run.variant ?? ''),
+    h('td', { class: 't' }, `${run.symbol ?? '?'} ${run.timeframe ?? ''}`, run.symbol === 'SYNTH' ? h('span', { class: 'tag-synth' }, 'SYNTHETIC') : null),
+    h('td', { class: 't' }, run.variant ?? ''),
     h('td', { class: `status s-${run.status}` }, run.status),
     h('td', { class: 'prog' }, h('div', { class: 'bar', role: 'progressbar', 'aria-valuenow': pct.toFixed(1) },
       h('div', { class: 'fill', style: `width:${pct}%` })), h('span', { class: 'pct' }, `${pct.toFixed(1)}%`)),
@@ -278,14 +279,20 @@ function renderResults(full, results) {
   const out = [
     h('p', {}, h('a', { href: `/api/backtests/${encodeURIComponent(full.backtest_id)}/report`, target: '_blank' }, 'Open the HTML report')),
     h('h3', {}, 'Metrics'),
-    kvTable({ ...head, ...scalarsOf(results.metrics ?? {}) }),
+    kvColumns({ ...head, ...scalarsOf(results.metrics ?? {}) }, 3),
   ];
   if (results.equity?.equity?.length) out.push(h('h3', {}, 'Equity and drawdown'), equityChart(results.equity));
-  if (results.regime_analytics) out.push(h('h3', {}, 'Regime analytics'), renderValue(results.regime_analytics));
+  if (results.regime_analytics) out.push(h('h3', {}, 'Regime analytics'), folded(results.regime_analytics, true));
   if (results.verdict) out.push(h('h3', {}, 'Verdict'), renderVerdict(results.verdict));
-  if (results.walk_forward) out.push(h('h3', {}, 'Walk-forward windows'), renderValue(results.walk_forward));
-  if (results.monte_carlo) out.push(h('h3', {}, 'Monte Carlo distribution'), monteCarloChart(results.monte_carlo), renderValue(results.monte_carlo));
-  if (results.pbo !== undefined && results.pbo !== null) out.push(h('h3', {}, 'Probability of backtest overfitting'), renderValue(results.pbo));
+  if (results.walk_forward) {
+    const { windows, ...rest } = results.walk_forward;
+    out.push(h('h3', {}, 'Walk-forward windows'), renderValue(windows ?? []), folded(rest, false));
+  }
+  if (results.monte_carlo) out.push(h('h3', {}, 'Monte Carlo distribution'), monteCarloChart(results.monte_carlo), folded(results.monte_carlo, false));
+  if (results.pbo !== undefined && results.pbo !== null) {
+    const pbo = typeof results.pbo === 'object' ? results.pbo.pbo : results.pbo;
+    out.push(h('h3', {}, 'Probability of backtest overfitting'), h('p', {}, h('strong', {}, `PBO ${fmt(pbo)}`)), folded(results.pbo, false));
+  }
   const trades = results.trades ?? [];
   out.push(h('h3', {}, `Trades (${trades.length})`));
   if (trades.length) {
@@ -294,6 +301,11 @@ function renderResults(full, results) {
     if (trades.length > MAX_TRADE_ROWS) out.push(h('p', { class: 'doc' }, `First ${MAX_TRADE_ROWS} of ${trades.length}; the HTML report has all.`));
   }
   return out;
+}
+
+/** A result section behind a disclosure triangle (open or closed). */
+function folded(value, open) {
+  return h('details', { open }, h('summary', {}, open ? 'Details' : 'All figures'), renderValue(value));
 }
 
 function renderVerdict(v) {
@@ -321,17 +333,30 @@ function table(rows, columns) {
   const flat = rows.map(flatRow);
   const cols = columns ?? [...new Set(flat.flatMap((r) => Object.keys(r)))];
   return h('table', { class: 'grid' }, h('thead', {}, h('tr', {}, ...cols.map((c) => h('th', {}, c)))),
-    h('tbody', {}, ...flat.map((r) => h('tr', {}, ...cols.map((c) => h('td', {}, /pnl|return/.test(c) && typeof r[c] === 'number' ? signed(r[c]) : fmt(r[c])))))));
+    h('tbody', {}, ...flat.map((r) => h('tr', {}, ...cols.map((c) => h('td', { class: typeof r[c] === 'string' ? 't' : undefined },
+      /pnl|return/.test(c) && typeof r[c] === 'number' ? signed(r[c]) : fmt(r[c])))))));
 }
 
 function kvTable(obj) {
   return h('table', { class: 'grid kv' }, h('tbody', {}, ...Object.entries(obj).map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', {}, fmt(v))))));
 }
 
+/** A long name/value list as `n` side-by-side tables. */
+function kvColumns(obj, n) {
+  const entries = Object.entries(obj);
+  const per = Math.ceil(entries.length / n) || 1;
+  const parts = [];
+  for (let i = 0; i < entries.length; i += per) parts.push(kvTable(Object.fromEntries(entries.slice(i, i + per))));
+  return h('div', { class: 'kv-cols' }, ...parts);
+}
+
 /** Any JSON result section: scalars as a name/value table, records as tables, nesting as headings. */
 function renderValue(value) {
   if (Array.isArray(value)) {
-    if (value.length && value.every((v) => v && typeof v === 'object')) return h('div', { class: 'scroll' }, table(value));
+    if (value.length && value.every((v) => v && typeof v === 'object')) {
+      const note = value.length > MAX_SECTION_ROWS ? h('p', { class: 'doc' }, `First ${MAX_SECTION_ROWS} of ${value.length} rows.`) : null;
+      return h('div', {}, h('div', { class: 'scroll' }, table(value.slice(0, MAX_SECTION_ROWS))), note);
+    }
     return h('p', {}, value.map((v) => fmt(v)).join(', '));
   }
   if (!value || typeof value !== 'object') return h('p', {}, fmt(value));
@@ -339,7 +364,10 @@ function renderValue(value) {
   const scalars = scalarsOf(value);
   if (Object.keys(scalars).length) box.append(kvTable(scalars));
   const nested = Object.entries(value).filter(([, v]) => v && typeof v === 'object');
-  const grid = nested.filter(([, v]) => !Array.isArray(v) && Object.values(v).every((x) => x === null || typeof x !== 'object'));
+  // Sibling records with the same fields read best as one table (e.g. percentiles per measure).
+  const flatRecs = nested.filter(([, v]) => !Array.isArray(v) && Object.values(v).every((x) => x === null || typeof x !== 'object'));
+  const sameKeys = (a, b) => Object.keys(a).join() === Object.keys(b).join();
+  const grid = flatRecs.filter(([, v]) => flatRecs.filter(([, w]) => sameKeys(v, w)).length >= 2);
   if (grid.length >= 2) box.append(table(grid.map(([k, v]) => ({ '': k, ...v }))));
   for (const [k, v] of nested) {
     if (grid.length >= 2 && grid.some(([g]) => g === k)) continue;

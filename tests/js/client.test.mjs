@@ -89,3 +89,14 @@ test('subscribe and unsubscribe are confirmed; bad input gets an error frame', a
   assert.throws(() => new WebSocketClient('ftp://x'), /http, https, ws, wss/);
   assert.throws(() => new WebSocketClient(QMX_URL, { retries: 3 }), /unknown option "retries"/);
 });
+
+test('createTradingClient resolves subscribed to trading', async () => {
+  const { createTradingClient } = await import('../../server/static/ws-client.js');
+  const client = await createTradingClient(QMX_URL);
+  try {
+    assert.ok(client.connected);
+    assert.deepEqual([...client.topics], ['trading']);
+  } finally {
+    client.disconnect();
+  }
+});
