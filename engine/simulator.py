@@ -289,7 +289,7 @@ def _run_signals(bars: Bars, raw: np.ndarray, strategy: Strategy, config: Backte
                  allow_entry: np.ndarray | None, sizer: Sizer | None, reporter: _Reporter,
                  logger: logging.Logger | None, path: str) -> SimResult:
     n = len(bars)
-    target = np.sign(np.asarray(raw, dtype=np.float64))  # a side, whatever the magnitude
+    target = np.asarray(raw, dtype=np.float64)
     if target.shape != (n,):
         raise ValueError(f"strategy {strategy.name!r} returned {target.shape} targets for {n} bars")
     hooks = allow_entry is not None or sizer is not None
@@ -360,7 +360,7 @@ def _run_vectorised(bars: Bars, target: np.ndarray, config: BacktestConfig, warm
     on a repeated decision (then only the event loop knows the state)."""
     n = len(bars)
     ev = np.flatnonzero(~np.isnan(target[: max(n - 1, 0)]))
-    vals = target[ev]
+    vals = np.sign(target[ev])  # a side, whatever the magnitude
     prev = np.empty_like(vals)
     if vals.size:
         prev[0] = 0.0
@@ -469,31 +469,36 @@ def equity_curve(close: np.ndarray, trades: dict[str, np.ndarray], open_trade: O
     """
     n = close.shape[0]
     entry, exit_ = trades["entry_bar"], trades["exit_bar"]
-    side_units = trades["side"].astype(np.float64) * trades["size"]
+    pos = trades["side"].astype(np.float64) * trades["size"]
     e_price = trades["entry_price"]
     e_comm = trades["size"] * e_price * commission_rate
+    # The account after each closed trade, summed in order from the balance (as a broker would)
+    cash = np.cumsum(np.concatenate(([balance], trades["pnl"])))
     if open_trade is not None:
         entry = np.append(entry, open_trade.entry_bar)
         exit_ = np.append(exit_, n)
-        side_units = np.append(side_units, open_trade.side * open_trade.size)
+        pos = np.append(pos, open_trade.side * open_trade.size)
         e_price = np.append(e_price, open_trade.entry_price)
         e_comm = np.append(e_comm, open_trade.commission)
-    # Alternate flat gaps and holding spans; np.repeat keeps flat bars exactly zero.
+    # Alternate flat gaps and holding spans: equity = cash + position * (close - entry price) on
+    # each, built with np.repeat so flat spans hold the cash exactly.
     m = entry.size
     starts = np.empty(2 * m + 1, dtype=np.int64)
     starts[0] = 0
     starts[1::2] = entry
     starts[2::2] = exit_
     lengths = np.diff(np.append(starts, n))
-    def spread(v: np.ndarray) -> np.ndarray:
-        vals = np.zeros(2 * m + 1)
-        vals[1::2] = v
-        return np.repeat(vals, lengths)
-    unreal = spread(side_units) * (close - spread(e_price))
-    if commission_rate:
-        unreal -= spread(e_comm)
-    realized = np.bincount(trades["exit_bar"], weights=trades["pnl"], minlength=n)[:n]
-    return balance + np.cumsum(realized) + unreal
+    level = np.empty(2 * m + 1)
+    level[0::2] = cash[: m + 1] if cash.size > m else np.append(cash, np.nan)[: m + 1]
+    level[1::2] = cash[:m] - e_comm
+    slope = np.zeros(2 * m + 1)
+    slope[1::2] = pos
+    ref = np.zeros(2 * m + 1)
+    ref[1::2] = e_price
+    equity = close - np.repeat(ref, lengths)
+    equity *= np.repeat(slope, lengths)
+    equity += np.repeat(level, lengths)
+    return equity
 
 
 def _next_change(vals: np.ndarray) -> list[int]:
@@ -532,7 +537,7 @@ def _run_events(bars: Bars, target: np.ndarray, strategy: Strategy, config: Back
     n = len(bars)
     book = _Book(bars, config, strategy, allow_entry, sizer, logger)
     ev_arr = np.flatnonzero(~np.isnan(target[: max(n - 1, 0)]))
-    vals_arr = target[ev_arr]
+    vals_arr = np.sign(target[ev_arr])
     ev, vals, nxt = ev_arr.tolist(), vals_arr.astype(np.int64).tolist(), _next_change(vals_arr)
     stops = book.sl is not None or book.tp is not None
     k, m, count = 0, len(ev), 0

@@ -89,8 +89,11 @@ def test_no_look_ahead(seed: int, cut: int, name: str, risky: bool) -> None:
     ta, tb = sa.signals(a).target[: cut + 1], sb.signals(b).target[: cut + 1]
     assert np.array_equal(ta, tb, equal_nan=True)
     assert [sa.next(i, 0) for i in range(sa.warmup, cut + 1)] == [sb.next(i, 0) for i in range(sb.warmup, cut + 1)]
-    ra, rb = (simulate_strategy(x, make_strategy(name, params), config(), path="events") for x in (a, b))
-    entries = lambda r: r.entry_bar[r.entry_bar <= cut + 1].tolist()  # noqa: E731 - decided on <= cut
+    ra, rb = (simulate_strategy(x, make_strategy(name, params), config()) for x in (a, b))
+    def entries(r: Any) -> list[int]:  # entries decided on bars <= cut, the open trade's too
+        bars_ = r.entry_bar.tolist() + ([r.open_trade.entry_bar] if r.open_trade else [])
+        return [e for e in bars_ if e <= cut + 1]
+
     exits = lambda r: r.exit_bar[r.exit_bar <= cut].tolist()  # noqa: E731
     assert entries(ra) == entries(rb) and exits(ra) == exits(rb)
 
