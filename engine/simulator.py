@@ -18,6 +18,7 @@ over bars) and ``per_bar`` (a user strategy's ``next``: one tight loop over bars
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -501,16 +502,36 @@ def equity_curve(close: np.ndarray, trades: dict[str, np.ndarray], open_trade: O
     return equity
 
 
-def _next_change(vals: np.ndarray) -> list[int]:
+def _next_change(vals: np.ndarray) -> np.ndarray:
     """For each event k, the index of the next event whose value differs from ``vals[k]``."""
     m = vals.size
     if m == 0:
-        return []
+        return np.zeros(0, dtype=np.int64)
     starts = np.flatnonzero(vals[1:] != vals[:-1]) + 1
     run_end = np.append(starts, m)
     run_id = np.zeros(m, dtype=np.int64)
     run_id[starts] = 1
-    return run_end[np.cumsum(run_id)].tolist()
+    return run_end[np.cumsum(run_id)]
+
+
+def _natural_hits(bars: Bars, ev: np.ndarray, vals: np.ndarray, nxt: np.ndarray, book: _Book) -> list[int]:
+    """Per event: the stop/target hit bar (-1: none) of a trade entered there when the event
+    starts a run of equal non-flat decisions; -2 for every other event."""
+    n, m = len(bars), ev.size
+    out = np.full(m, -2, dtype=np.int64)
+    first = np.ones(m, dtype=bool)
+    first[1:] = vals[1:] != vals[:-1]
+    k = np.flatnonzero(first & (vals != 0))
+    if k.size:
+        side = vals[k]
+        entry_bar = ev[k] + 1
+        end = np.where(nxt[k] < m, ev[np.minimum(nxt[k], m - 1)] + 1, n)
+        px = bars.open[entry_bar] + side * book.buy_add
+        nan = np.full(k.size, np.nan)
+        stop = nan if book.sl is None else px * (1 - side * book.sl / 100)
+        target = nan if book.tp is None else px * (1 + side * book.tp / 100)
+        out[k] = _first_hits(bars, entry_bar, end, side, stop, target)
+    return out.tolist()
 
 
 def _first_exit(bars: Bars, book: _Book, lo: int, hi: int) -> int:
@@ -538,8 +559,12 @@ def _run_events(bars: Bars, target: np.ndarray, strategy: Strategy, config: Back
     book = _Book(bars, config, strategy, allow_entry, sizer, logger)
     ev_arr = np.flatnonzero(~np.isnan(target[: max(n - 1, 0)]))
     vals_arr = np.sign(target[ev_arr])
-    ev, vals, nxt = ev_arr.tolist(), vals_arr.astype(np.int64).tolist(), _next_change(vals_arr)
+    nxt_arr = _next_change(vals_arr)
+    ev, vals, nxt = ev_arr.tolist(), vals_arr.astype(np.int64).tolist(), nxt_arr.tolist()
     stops = book.sl is not None or book.tp is not None
+    # Stop/target hits of every trade entered where a run of equal decisions starts, found in one
+    # vectorised pass; only re-entries inside a run (after a stop or a blocked entry) search alone.
+    natural = _natural_hits(bars, ev_arr, vals_arr, nxt_arr, book) if stops else []
     k, m, count = 0, len(ev), 0
     while k < m:
         i, want = ev[k], vals[k]
@@ -555,11 +580,12 @@ def _run_events(bars: Bars, target: np.ndarray, strategy: Strategy, config: Back
             continue
         k2 = nxt[k]  # first later decision that would change this position
         if stops:
-            end = ev[k2] + 1 if k2 < m else n
-            s = _first_exit(bars, book, i + 1, end)
+            s = natural[k]
+            if s == -2:
+                s = _first_exit(bars, book, i + 1, ev[k2] + 1 if k2 < m else n)
             if s >= 0:
                 book.check_exit(s)
-                k = int(np.searchsorted(ev_arr, s))
+                k = bisect_left(ev, s)
                 continue
         k = k2
     return _book_result(bars, book, config, strategy.warmup, "events")
