@@ -313,18 +313,22 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 
 async def post_burst(request: web.Request) -> web.Response:
-    """Diagnostics only: workers emit ``count`` bench events at ``rate``/s of ``size`` bytes."""
+    """Diagnostics only: a worker emits ``count`` bench events, ``rate``/s (null: flat out)."""
     body = await _json_body(request)
+    if not isinstance(body, Mapping):
+        raise json_error(400, "invalid request", errors={"body": "must be a JSON object"})
     errors = {}
-    for name, default, low in (("count", 1000, 1), ("rate", 10_000, 1), ("size", 100, 0)):
-        value = body.get(name, default) if isinstance(body, Mapping) else None
+    count, rate, size = body.get("count", 1000), body.get("rate"), body.get("size", 100)
+    for name, value, low in (("count", count, 1), ("size", size, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             errors[name] = f"must be an integer >= {low}, got {value!r}"
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0):
+        errors["rate"] = f"must be a number of events per second > 0, or null for flat out; got {rate!r}"
     if errors:
         raise json_error(400, "invalid request", errors=errors)
-    args = (body.get("count", 1000), body.get("rate", 10_000), body.get("size", 100))
-    daemon_of(request.app).submit_burst(*args)
-    return web.json_response({"count": args[0], "rate": args[1], "size": args[2]}, status=202)
+    job_id = daemon_of(request.app).submit_burst(count, rate, size)
+    return web.json_response({"job_id": job_id, "count": count, "rate": rate, "size": size},
+                             status=202)
 
 
 def setup_routes(app: web.Application) -> None:

@@ -13,11 +13,15 @@ Wire protocol (``../shared/spec/websocket-api.md`` plus compatible additions):
   Text frames longer than :data:`APP_FRAME_LIMIT` characters get that error too; frames longer
   than :data:`HARD_FRAME_LIMIT` bytes are refused by aiohttp itself (close code 1009).
 
-Flow control: each client has a bounded send queue of :data:`SEND_QUEUE_LIMIT` frames (frames
-are shared, pre-encoded bytes, so a full queue costs pointers, not copies) drained by the
-client's own writer task. A client whose queue overflows (it stopped reading) is closed with
-:data:`CLOSE_QUEUE_OVERFLOW` ``"send queue overflow"``; if even the close frame cannot be
-written within a second, its TCP connection is aborted. Others are never slowed.
+Flow control: each event is encoded once and framed once (:func:`wire_frame`); each client has
+a bounded send queue of :data:`SEND_QUEUE_LIMIT` frames (shared bytes, so a full queue costs
+pointers, not copies). While a client keeps up, the frames of a batch are written to its socket
+in one ``transport.write``; once its socket buffer passes :data:`WRITE_HIGH_WATER`, the client's
+own writer task waits for the socket to drain and then writes whatever has queued meanwhile.
+A client whose queue overflows (it stopped reading) is closed with :data:`CLOSE_QUEUE_OVERFLOW`
+``"send queue overflow"``; if even the close frame cannot be written within a second, its TCP
+connection is aborted. Others are never slowed: nothing ever waits on a slow client's socket
+except that client's writer task.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import itertools
 import json
 import logging
 import re
+import struct
 from dataclasses import dataclass
 from typing import Any, Iterable, Union
 
@@ -44,6 +49,8 @@ HARD_FRAME_LIMIT = 64 * 1024
 SEND_QUEUE_LIMIT = 8192
 #: Close code for a client that stopped reading (4000-4999: application codes, RFC 6455).
 CLOSE_QUEUE_OVERFLOW = 4001
+#: Bytes buffered in the transport above which writes wait for the socket (asyncio's default).
+WRITE_HIGH_WATER = 64 * 1024
 #: Seconds between server pings; a client that misses a pong for this long is closed.
 HEARTBEAT_S = 20.0
 
@@ -137,43 +144,73 @@ def _short(value: Any) -> str:
 
 
 def encode(obj: dict[str, Any]) -> bytes:
-    """One JSON text frame, encoded once."""
+    """One JSON text payload, encoded once."""
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-PONG = encode({"type": "pong"})
+def wire_frame(payload: bytes) -> bytes:
+    """A complete unmasked server-to-client text frame (RFC 6455 section 5.2), built once and
+    shared by every recipient: fan-out then costs one ``transport.write`` per client and batch."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
 def error_frame(message: str) -> bytes:
-    """The ``{"type": "error", "error": ...}`` reply to bad input."""
+    """The ``{"type": "error", "error": ...}`` reply to bad input (JSON payload)."""
     return encode({"type": "error", "error": message})
 
 
+PONG = wire_frame(encode({"type": "pong"}))
+
+
 class Client:
-    """One WebSocket connection: a bounded queue of frames and the writer task draining it."""
+    """One WebSocket connection: a bounded queue of wire frames, flushed straight to the socket
+    while it keeps up, and a writer task that takes over while the socket is backed up."""
 
-    __slots__ = ("id", "ws", "transport", "closed", "_queue", "_waiter", "_writer")
+    __slots__ = ("id", "ws", "transport", "stream", "closed", "_queue", "_waiter", "_writer")
 
-    def __init__(self, client_id: int, ws: web.WebSocketResponse, transport: Any) -> None:
+    def __init__(self, client_id: int, ws: web.WebSocketResponse, request: web.Request) -> None:
         self.id = client_id
         self.ws = ws
-        self.transport = transport
+        self.transport = request.transport
+        self.stream = request.writer  # its drain() waits while the transport is paused
         self.closed = False
         self._queue: collections.deque[bytes] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
+    def enqueue(self, frame: bytes) -> int:
+        """Queue a wire frame: 1 if it is the first one waiting, 2 if others wait, 0 if full."""
+        queue = self._queue
+        if len(queue) >= SEND_QUEUE_LIMIT:
+            return 0
+        queue.append(frame)
+        return 1 if len(queue) == 1 else 2
+
     def push(self, frame: bytes) -> bool:
-        """Queue ``frame``; False when the queue is full (the caller disconnects the client)."""
-        if self.closed:
-            return True
-        if len(self._queue) >= SEND_QUEUE_LIMIT:
+        """Queue a wire frame and flush; False when the queue is full."""
+        if not self.enqueue(frame):
             return False
-        self._queue.append(frame)
+        self.flush()
+        return True
+
+    def flush(self) -> None:
+        """Write everything queued in one go if the socket takes it, else wake the writer."""
+        queue, transport = self._queue, self.transport
+        if not queue or self.closed or self.ws.closed:
+            return
+        if transport is not None and transport.get_write_buffer_size() < WRITE_HIGH_WATER:
+            if not transport.is_closing():
+                transport.write(queue[0] if len(queue) == 1 else b"".join(queue))
+            queue.clear()
+            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        return True
 
     @property
     def queued(self) -> int:
@@ -181,18 +218,18 @@ class Client:
         return len(self._queue)
 
     async def _write_loop(self) -> None:
-        queue, ws = self._queue, self.ws
-        loop = asyncio.get_running_loop()
+        queue, loop = self._queue, asyncio.get_running_loop()
         try:
             while True:
-                if not queue:
-                    self._waiter = loop.create_future()
-                    await self._waiter
-                    self._waiter = None
-                # Drain everything queued per wakeup; send_frame only awaits when the
-                # transport is paused, so a burst costs one write per frame, no extra hops.
-                while queue:
-                    await ws.send_frame(queue.popleft(), WSMsgType.TEXT)
+                self._waiter = loop.create_future()
+                await self._waiter
+                while queue and not self.closed:
+                    await self.stream.drain()  # returns at once unless the socket is backed up
+                    if self.transport is None or self.transport.is_closing() or self.ws.closed:
+                        queue.clear()
+                        return
+                    self.transport.write(b"".join(queue))
+                    queue.clear()
         except ConnectionError:
             pass  # the peer went away; the reader loop notices and unregisters us
 
@@ -240,16 +277,24 @@ class Hub:
 
     def _dispatch(self, batch: Iterable[tuple[Any, tuple[int, ...]]]) -> None:
         clients = self.clients
+        touched: list[Client] = []
         for frame, ids in batch:
-            data = frame if isinstance(frame, bytes) else str(frame).encode()
+            wire = wire_frame(frame if isinstance(frame, bytes) else str(frame).encode())
             for cid in ids:
                 client = clients.get(cid)
-                if client is not None and not client.push(data):
+                if client is None:
+                    continue
+                state = client.enqueue(wire)
+                if state == 1:
+                    touched.append(client)
+                elif state == 0:
                     self._overflow(client)
+        for client in touched:  # one write per client for the whole batch
+            client.flush()
 
-    def register(self, ws: web.WebSocketResponse, transport: Any) -> Client:
+    def register(self, ws: web.WebSocketResponse, request: web.Request) -> Client:
         """Add a newly opened socket; must run on the loop."""
-        client = Client(next(self._ids), ws, transport)
+        client = Client(next(self._ids), ws, request)
         self.clients[client.id] = client
         return client
 
@@ -285,9 +330,9 @@ class Hub:
         if isinstance(action, Ping):
             client.push(PONG)
         elif isinstance(action, Invalid):
-            client.push(error_frame(action.error))
+            client.push(wire_frame(error_frame(action.error)))
         elif self.daemon is None:
-            client.push(error_frame("the daemon is not running; try again in a moment"))
+            client.push(wire_frame(error_frame("the daemon is not running; try again in a moment")))
         elif isinstance(action, Subscribe):
             self.daemon.subscribe(client.id, action.topic, action.since)
         else:
@@ -299,7 +344,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     hub = request.app[HUB]
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=HARD_FRAME_LIMIT, compress=False)
     await ws.prepare(request)
-    client = hub.register(ws, request.transport)
+    client = hub.register(ws, request)
     try:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:

@@ -51,9 +51,12 @@ def _progressing(bid: str) -> Callable[[dict[str, Any]], bool]:
     return lambda e: e["type"] == "backtest_progress" and e["data"]["backtest_id"] == bid
 
 
-def _busiest_child(pid: int) -> psutil.Process:
-    """The daemon's child using the most CPU right now: a worker in the middle of a backtest."""
-    children = psutil.Process(pid).children()
+def _busiest_worker(pid: int) -> psutil.Process:
+    """The worker process using the most CPU right now: the one in the middle of a backtest.
+
+    Workers are the daemon's children other than the log process (which holds qmx.log open)."""
+    children = [c for c in psutil.Process(pid).children()
+                if not any(f.path.endswith("qmx.log") for f in c.open_files())]
     before = {c.pid: sum(c.cpu_times()[:2]) for c in children}
     time.sleep(0.3)
     return max(children, key=lambda c: sum(c.cpu_times()[:2]) - before[c.pid])
@@ -67,7 +70,7 @@ def test_sigkill_of_a_worker_mid_run_fails_that_run_within_a_second(daemon_facto
         try:
             bid = await asyncio.to_thread(submit, d, **LONG)
             await _until(ws, _progressing(bid))
-            victim = await asyncio.to_thread(_busiest_child, d["proc"].pid)
+            victim = await asyncio.to_thread(_busiest_worker, d["proc"].pid)
             t0 = time.monotonic()
             victim.send_signal(signal.SIGKILL)
             event = await _until(ws, lambda e: e["type"] in ("backtest_error", "backtest_complete")

@@ -38,8 +38,9 @@ SPEC: dict[str, dict[str, Any]] = {
 REQUEST = {"symbol": "SYNTH", "timeframe": "H1", "variant": "vanilla", "start_date": "2023-01-01",
            "end_date": "2023-12-31", "strategy": "sma_cross"}
 
-#: A run that takes seconds (about 740k M1 bars with the spiced layer), to act on mid-run.
-LONG = {"timeframe": "M1", "start_date": "2024-01-01", "end_date": "2025-12-31", "variant": "spiced"}
+#: A run that takes many seconds (walk-forward over about 740k M1 bars), to act on mid-run.
+LONG = {"timeframe": "M1", "start_date": "2024-01-01", "end_date": "2025-12-31",
+        "variant": "vanilla_full"}
 
 
 def check_event(event: dict[str, Any]) -> None:
