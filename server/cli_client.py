@@ -103,7 +103,7 @@ def format_event(event: dict[str, Any]) -> str:
         return (f"{ts} complete {bid} balance {_num(d.get('final_balance'))} return "
                 f"{_num(d.get('return_pct'), '+.2f')}% trades {d.get('total_trades')} win "
                 f"{_num(d.get('win_rate'), '.1f')}% sharpe {_num(d.get('sharpe_ratio'), '.2f')} dd "
-                f"{_num(d.get('drawdown'), '.2f')}% in {_num(d.get('duration_seconds'), '.1f')}s")
+                f"{_num(d.get('drawdown'), '.2f')}% in {_num(d.get('duration_seconds'), '.2f')}s")
     if kind == "backtest_error":
         return f"{ts} error    {bid} {d.get('error')}: {d.get('error_details', '')}".rstrip(": ")
     if kind == "log_entry":
@@ -163,7 +163,8 @@ def result_table(run: dict[str, Any]) -> str:
     rows += [(key, metrics[key]) for key in MORE_METRICS if key in metrics]
     title = f"Backtest {run.get('backtest_id', '')} {run.get('status', '')}".rstrip()
     if data:
-        title += f"\n{data.get('symbol')} {data.get('timeframe')} {data.get('start')}..{data.get('end')}"
+        title += (f"\n{data.get('symbol')} {data.get('timeframe')} {str(data.get('start'))[:10]}.."
+                  f"{str(data.get('end'))[:10]}")
         if data.get("synthetic"):
             title += "  [SYNTHETIC DATA]"
     width = max(len(label) for label, _ in rows)

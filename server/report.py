@@ -221,7 +221,7 @@ def _trades(results: Mapping[str, Any]) -> str:
             f'<div class="scroll">{table(trades, cols)}</div>{extra}')
 
 
-def _robustness(results: Mapping[str, Any]) -> str:
+def _verdict(results: Mapping[str, Any]) -> str:
     parts = []
     verdict = results.get("verdict")
     if isinstance(verdict, str):
@@ -231,6 +231,11 @@ def _robustness(results: Mapping[str, Any]) -> str:
         rest = {k: v for k, v in verdict.items() if k not in ("verdict", "reasons")}
         parts.append(f'<h2>Verdict</h2><div class="verdict"><b>{escape(str(verdict.get("verdict", "")))}</b>'
                      f"<ul>{reasons}</ul></div>{render_value(rest) if rest else ''}")
+    return "".join(parts)
+
+
+def _robustness(results: Mapping[str, Any]) -> str:
+    parts = []
     for key, title in (("walk_forward", "Walk-forward optimisation"), ("monte_carlo", "Monte Carlo"),
                        ("pbo", "Probability of backtest overfitting")):
         if results.get(key) is not None:
@@ -245,7 +250,7 @@ def render_report(run: Mapping[str, Any]) -> str:
     headline, results, data, config = _parts(run)
     metrics = dict(results.get("metrics") or {})
     equity = results.get("equity") or {}
-    sections = [_header(run, data, config), _stats(headline, metrics)]
+    sections = [_header(run, data, config), _stats(headline, metrics), _verdict(results)]
     if equity.get("equity"):
         sections.append("<h2>Equity and drawdown</h2>" + equity_svg(equity, width=1040, height=420))
     if results.get("regime_analytics") is not None:

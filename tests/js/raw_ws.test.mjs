@@ -59,7 +59,7 @@ test('the spec raw WebSocket example receives a whole backtest', async () => {
     assertWholeBacktest(seen, id);
     assert.ok(lines.includes('Subscribed to: backtest'));
     assert.ok(lines.some((l) => l === 'Progress: 100%'), 'the example printed 100% progress');
-    assert.ok(seen.some((m) => m.type === 'log_entry' && m.data.backtest_id === id), 'log entries of the run arrive on the backtest topic');
+    await eventually(() => seen.some((m) => m.type === 'log_entry' && m.data.backtest_id === id)); // the run's logs arrive on the backtest topic
     ws.send(JSON.stringify({ action: 'ping' }));
     await eventually(() => seen.some((m) => m.type === 'pong'));
   } finally {
