@@ -316,7 +316,7 @@ class _Reporter:
         self.throttle = Throttle(0.1)
 
     def report(self, done: int, trades: int, pnl: float, final: bool = False) -> None:
-        if self.fn is None or not self.throttle.ready(final=final or done == 0):
+        if self.fn is None or not self.throttle.ready(final=final):
             return
         date = ns_to_date(int(self.time[min(max(done - 1, 0), self.n - 1)])) if self.n else ""
         self.fn(Progress(bars_processed=done, total_bars=self.n, current_date=date,
