@@ -111,3 +111,10 @@ def test_failing_user_strategy_exits_1(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err[-1] == "qmx backtest: error: backtest failed: ZeroDivisionError: integer division or modulo by zero"
+
+
+def test_full_variant_prints_the_robustness_report(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["backtest", "--symbol", "EURUSD", "--data", EURUSD, "--variant", "vanilla_full"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "[vanilla_full] on EURUSD H1" in out.splitlines()[0] and "VERDICT" in out
