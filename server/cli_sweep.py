@@ -1,9 +1,10 @@
-"""`qmx sweep`: evaluate a parameter grid locally and print the ranked results.
+"""`qmx sweep`: evaluate a parameter grid and print the ranked results.
 
-Runs on this machine's one core with a progress bar on stderr (a daemon's ``POST /api/sweeps``
-fans the same grid out over its worker processes). Exit codes: 0 done; 2 bad arguments (one line
-naming the option and what is allowed), unknown data or no valid combination; 1 a file that
-cannot be read; 130 interrupted.
+Locally it runs on one core with a progress bar on stderr; with ``--server URL`` it submits the
+grid to a daemon (``POST /api/sweeps``), which fans it out over all its worker processes, and
+polls it to the end. Exit codes: 0 done; 2 bad arguments (one line naming the option and what is
+allowed), unknown data or no valid combination; 1 a file that cannot be read, an unreachable
+daemon or a sweep that failed there; 130 interrupted.
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--data-dir", dest="data_dir", type=Path, default=None, metavar="DIR",
       help="data directory (default: $QMX_DATA_DIR, else ~/.quantmindx)")
     a("--json", action="store_true", help="print the sweep result object as JSON")
+    a("--server", default=None, metavar="URL",
+      help="run on a daemon (e.g. http://127.0.0.1:8000) across all its workers instead of locally")
     parser.set_defaults(spiced=[], robustness=[], seed=None)
 
 
@@ -117,8 +120,12 @@ def run(args: argparse.Namespace) -> int:
     """Run `qmx sweep`; returns the exit code."""
     errors: list[str] = []
     config, grid, top = _check(args, errors)
+    if args.server and (args.data is not None or args.data_dir is not None):
+        errors.append("--data/--data-dir cannot be used with --server (the daemon uses its own data directory)")
     if errors or config is None or grid is None:
         return _fail(errors)
+    if args.server:
+        return _remote(args, config, grid, top)
     from engine.importers import DataFormatError, read_bars  # noqa: PLC0415 - heavy imports after checks
     from engine.store import DataNotFound, DataStore, default_data_dir  # noqa: PLC0415
     from engine.sweep import run_sweep  # noqa: PLC0415
@@ -147,4 +154,56 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, allow_nan=False))
     else:
         print(format_sweep(result, top=top or None))
+    return 0
+
+
+def _request(url: str, body: Any = None) -> tuple[int, Any]:
+    """(status, JSON body) of a GET (or a POST when ``body`` is given) to the daemon."""
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def _remote(args: argparse.Namespace, config: Any, grid: dict[str, list[Any]], top: int) -> int:
+    """Submit the sweep to a daemon and poll it to the end with the same progress bar and table."""
+    import time  # noqa: PLC0415
+
+    from engine.progress import Progress  # noqa: PLC0415
+    from server.cli_backtest import ProgressPrinter  # noqa: PLC0415
+    from server.client import base_url  # noqa: PLC0415
+    from server.report_text import format_sweep  # noqa: PLC0415
+
+    try:
+        base = base_url(args.server)
+        status, body = _request(f"{base}/api/sweeps", {**config.to_dict(), "grid": grid, "objective": args.objective})
+    except ValueError as exc:
+        return _fail([f"--server: {exc}"])
+    except OSError as exc:
+        return _fail([f"--server: cannot reach {args.server!r}: {exc}"], code=1)
+    if status == 404:  # unknown data, as a local run reports it
+        return _fail([f"--symbol/--timeframe/--from/--to: {(body or {}).get('error', 'no such data')}"])
+    if status != 202:
+        errors = (body or {}).get("errors") or {"--server": (body or {}).get("error", f"HTTP {status}")}
+        return _fail([f"{_option(k)}: {v}" for k, v in errors.items()], code=2 if status == 400 else 1)
+    progress = ProgressPrinter(sys.stderr)
+    while True:  # a terminal client: polling the daemon's REST state is the simple, robust choice
+        _, run = _request(f"{base}/api/sweeps/{body['sweep_id']}")
+        pct = float(run.get("progress") or 0.0)
+        progress(Progress(int(pct * 10), 1000, "", 0, 0.0))
+        if run["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.2)
+    progress.clear()
+    if run["status"] != "completed":
+        return _fail([f"sweep {body['sweep_id']} {run['status']}: {run.get('error')}"], code=1)
+    result = {"sweep_id": body["sweep_id"], **run["results"]}
+    print(json.dumps(result, allow_nan=False) if args.json else format_sweep(result, top=top or None))
     return 0

@@ -72,3 +72,25 @@ def test_backtest_full_variant_prints_the_robustness_report(data_dir: Path) -> N
     assert "Walk-forward (rolling" in out and "Monte Carlo (200 runs" in out
     assert "PBO (CSCV, 8 blocks" in out and "VERDICT:" in out
 
+
+
+def test_sweep_on_a_daemon_ranks_like_a_local_sweep(daemon: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    # A real `qmx serve` (2 worker processes) on SYNTH, which every store has.
+    grid = ["--symbol", "SYNTH", "--from", "2019-01-01", "--to", "2019-06-30", "--grid", "fast=5,10,20",
+            "--grid", "slow=20,40", "--json"]
+    assert main(["sweep", *grid, "--server", daemon["url"]]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    assert main(["sweep", *grid, "--data-dir", str(daemon["data_dir"])]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert remote["sweep_id"] and remote["evaluated"] == local["evaluated"] == 5 and remote["skipped"] == 1
+    assert [r["params"] for r in remote["results"]] == [r["params"] for r in local["results"]]
+    assert [r["metrics"] for r in remote["results"]] == [r["metrics"] for r in local["results"]]
+
+
+def test_sweep_server_errors(daemon: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "--server", daemon["url"], "--data-dir", "x"]) == 2
+    assert "--data/--data-dir cannot be used with --server" in capsys.readouterr().err
+    assert main(["sweep", "--server", "ftp://nowhere"]) == 2
+    assert "--server: `url` must be an http(s)://" in capsys.readouterr().err
+    assert main(["sweep", "--server", daemon["url"], "--symbol", "NOPE"]) == 2
+    assert "qmx sweep: error: --symbol/--timeframe/--from/--to: unknown symbol 'NOPE'" in capsys.readouterr().err
