@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import sys
 
 #: Seconds HTTP handlers still running at shutdown get to finish (WebSockets are closed first).
@@ -57,15 +58,31 @@ def run(args: argparse.Namespace) -> int:
 
         args.data_dir = str(default_data_dir())
     workers = args.workers or os.cpu_count() or 1
-    try:
-        return asyncio.run(_serve(args.host, args.port, workers, args.data_dir, args.diagnostics))
-    except OSError as exc:  # port in use, bad host: one clear line, not a traceback
+    try:  # bind before starting any process, so a taken port fails fast and cleanly
+        sock = _bind(args.host, args.port)
+    except OSError as exc:
         print(f"qmx serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
               file=sys.stderr)
         return 1
+    with sock:
+        return asyncio.run(_serve(sock, args.host, workers, args.data_dir, args.diagnostics))
 
 
-async def _serve(host: str, port: int, workers: int, data_dir: str, diagnostics: bool) -> int:
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def _serve(sock: socket.socket, host: str, workers: int, data_dir: str,
+                 diagnostics: bool) -> int:
     from aiohttp import web  # noqa: PLC0415 - keep `qmx --help` fast
 
     from server.app import make_app  # noqa: PLC0415
@@ -79,10 +96,8 @@ async def _serve(host: str, port: int, workers: int, data_dir: str, diagnostics:
                            access_log=None)
     await runner.setup()  # starts the daemon (cleanup_ctx) before we accept anything
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound = _bound_port(runner, port)
-        print(f"QuantMindX listening on http://{host}:{bound}", flush=True)
+        await web.SockSite(runner, sock).start()
+        print(f"QuantMindX listening on http://{host}:{sock.getsockname()[1]}", flush=True)
         await stop.wait()
         print("QuantMindX shutting down", flush=True)
     finally:
@@ -90,10 +105,3 @@ async def _serve(host: str, port: int, workers: int, data_dir: str, diagnostics:
         # handlers get HANDLER_GRACE_S -> cleanup_ctx (daemon stops its processes).
         await runner.cleanup()
     return 0
-
-
-def _bound_port(runner: object, requested: int) -> int:
-    for address in getattr(runner, "addresses", []):
-        if isinstance(address, tuple) and len(address) >= 2:
-            return int(address[1])
-    return requested
