@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import importlib.util
 import os
 import time
 from pathlib import Path
@@ -20,22 +19,14 @@ from aiohttp import web
 from server.keys import DATA_DIR, DIAGNOSTICS, HUB, SERVICES, STARTED, WORKERS, Services
 from server.ws import Hub
 
-#: Route modules, each with ``setup_routes(app)``. The first two are this package's own; the
-#: optional ones belong to colleagues' areas (bots REST, dashboard/static/reports) and are wired
-#: when their module is present in the tree.
-ROUTE_MODULES: tuple[str, ...] = ("server.ws", "server.rest")
-OPTIONAL_ROUTE_MODULES: tuple[str, ...] = ("server.rest_bots", "server.web")
+#: Route modules, each with ``setup_routes(app)``: the WebSocket, backtest/sweep/data/health REST,
+#: bots and trading REST, and the dashboard (``/``, ``/static/...``, HTML reports).
+ROUTE_MODULES: tuple[str, ...] = ("server.ws", "server.rest", "server.rest_bots", "server.web")
 
 #: Seconds the daemon gets to stop its processes (the whole shutdown must fit in 10 s).
 DAEMON_STOP_TIMEOUT = 6.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def route_modules() -> list[str]:
-    """The route modules wired into the app: ours plus the optional ones that exist."""
-    present = [m for m in OPTIONAL_ROUTE_MODULES if importlib.util.find_spec(m) is not None]
-    return [*ROUTE_MODULES, *present]
 
 
 def make_app(data_dir: str | os.PathLike[str], workers: int, *,
@@ -56,7 +47,7 @@ def make_app(data_dir: str | os.PathLike[str], workers: int, *,
     app[HUB] = Hub(diagnostics=bool(diagnostics))
     app.cleanup_ctx.append(_daemon_ctx)
     app.on_shutdown.append(_close_sockets)
-    for name in route_modules():
+    for name in ROUTE_MODULES:
         importlib.import_module(name).setup_routes(app)
     return app
 
