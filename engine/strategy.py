@@ -36,6 +36,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
@@ -186,6 +187,12 @@ class Strategy:
         """Check parameter values; returns ``{"params.<name>": message}`` (empty when fine)."""
         declared = {p.name: p for p in cls.params}
         errors: dict[str, str] = {}
+        for name in declared:
+            if name in _RESERVED:
+                errors[f"params.{name}"] = (f"parameter name clashes with the Strategy API of "
+                                            f"{cls.name or cls.__name__}; rename it")
+        if errors:
+            return errors
         for key in values:
             if key not in declared:
                 errors[f"params.{key}"] = (f"unknown parameter of {cls.name or cls.__name__}; "
@@ -227,6 +234,11 @@ class Strategy:
         return None
 
 
+#: attribute names a parameter may not take (they would hide the strategy's own API)
+_RESERVED = frozenset(k for k in vars(Strategy) if not k.startswith("__")) \
+    - {"stop_loss_pct", "take_profit_pct"} | {"values", "warmup"}
+
+
 def load_strategy_file(spec: str) -> type[Strategy]:
     """Load a strategy class from ``"path/to/file.py:ClassName"``.
 
@@ -239,13 +251,7 @@ def load_strategy_file(spec: str) -> type[Strategy]:
     path = Path(path_s).expanduser()
     if not path.is_file():
         raise ValueError(f"`strategy` file not found: {str(path)!r}")
-    mod_name = "qmx_user_strategy_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
-    module_spec = importlib.util.spec_from_file_location(mod_name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise ValueError(f"`strategy` file cannot be imported: {str(path)!r}")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[mod_name] = module  # dataclasses and pickling look the module up by name
-    module_spec.loader.exec_module(module)
+    module = _load_module(path)
     cls = getattr(module, cls_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         found = sorted(k for k, v in vars(module).items()
@@ -253,3 +259,29 @@ def load_strategy_file(spec: str) -> type[Strategy]:
         raise ValueError(f"`strategy` class {cls_name!r} is not a Strategy subclass in {str(path)!r}; "
                          f"found: {found}")
     return cls
+
+
+#: resolved path -> (modification time, module): a file is executed again only when it changes,
+#: so validating a request and then running it (or each combination of a sweep) loads it once.
+_MODULES: dict[str, tuple[int, ModuleType]] = {}
+
+
+def _load_module(path: Path) -> ModuleType:
+    key = str(path.resolve())
+    mtime = path.stat().st_mtime_ns
+    cached = _MODULES.get(key)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    mod_name = "qmx_user_strategy_" + hashlib.sha1(key.encode()).hexdigest()[:12]
+    module_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ValueError(f"`strategy` file cannot be imported: {str(path)!r}")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[mod_name] = module  # dataclasses and pickling look the module up by name
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(mod_name, None)
+        raise
+    _MODULES[key] = (mtime, module)
+    return module

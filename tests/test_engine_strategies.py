@@ -148,3 +148,24 @@ def test_indicators_warm_up_and_short_input() -> None:
         sma(x, 0)
     bars = make_bars([1.0] * 5)
     assert simulate_strategy(bars, make_strategy("sma_cross", {}), config()).n_trades == 0
+
+
+def test_user_file_is_loaded_once_until_it_changes(tmp_path: Path) -> None:
+    f = tmp_path / "counted.py"
+    body = ("from engine.strategy import Strategy, Param\n"
+            "LOADS = globals().get('LOADS', 0) + 1\n"
+            "class S(Strategy):\n"
+            "    name = 's'\n"
+            "    params = (Param({p!r}, 1, int, 'x'),)\n"
+            "    def next(self, i, position):\n"
+            "        return None\n")
+    f.write_text(body.format(p="period"))
+    a, b = load_strategy(f"{f}:S"), load_strategy(f"{f}:S")
+    assert a is b
+    f.write_text(body.format(p="next"))  # a changed file is loaded again ...
+    import os
+    os.utime(f, ns=(f.stat().st_mtime_ns + 10**9,) * 2)
+    c = load_strategy(f"{f}:S")
+    assert c is not a
+    # ... and a parameter that would hide the strategy API is refused
+    assert "clashes with the Strategy API" in validate_strategy(f"{f}:S", {})["params.next"]
