@@ -26,8 +26,8 @@ import numpy as np
 from engine.montecarlo import DEFAULT_RUNS, run_monte_carlo, trade_account_returns
 from engine.pbo import DEFAULT_BLOCKS, check_blocks, compute_pbo
 from engine.sweep import compile_objective, expand_grid, normalize_grid
-from engine.walkforward import (DEFAULT_IN_SAMPLE, DEFAULT_OUT_OF_SAMPLE, WF_MODES, check_size, make_windows,
-                                run_walk_forward, work_units)
+from engine.walkforward import (DEFAULT_IN_SAMPLE, DEFAULT_OUT_OF_SAMPLE, WF_MODES, check_size, log_trades,
+                                make_windows, run_walk_forward, work_units)
 
 #: Grid used when a ``_full`` run names none, per built-in strategy.
 DEFAULT_GRIDS: dict[str, dict[str, str]] = {
@@ -174,6 +174,7 @@ def run_full(config: Any, bars: Any, *, progress: Any = None, logger: logging.Lo
     meter = Meter(progress, work_units(windows, len(valid)) + pbo_units)
     meter.start(int(bars.time[0]))
     wf = run_walk_forward(bars, config, valid, objective, windows, meter, logger)
+    log_trades(logger, config, wf)
     pbo = _pbo(bars, config, valid, opts["pbo_blocks"], meter)
     mc = run_monte_carlo(trade_account_returns(wf.sim.pnl, config.initial_balance),
                          runs=opts["mc_runs"], seed=opts["mc_seed"])
@@ -189,8 +190,10 @@ def run_full(config: Any, bars: Any, *, progress: Any = None, logger: logging.Lo
     res["pbo"] = to_json(pbo)
     res["verdict"] = to_json(robustness_verdict(
         wf.summary["efficiency"], boot.get("prob_loss"), (boot.get("final_return_pct") or {}).get("p5"), pbo.get("pbo")))
+    if logger is not None:
+        logger.info("Robustness verdict: %s (%s)", res["verdict"]["verdict"], "; ".join(res["verdict"]["reasons"]))
     if config.variant == "spiced_full":
-        res["regime_analytics"] = _stitched_regimes(wf, config, logger)
+        res["regime_analytics"] = _stitched_regimes(wf, config)
     meter.finish(wf.sim.n_trades, float(wf.sim.equity[-1]) - config.initial_balance)
     return out
 
@@ -223,13 +226,14 @@ def _pbo(bars: Any, config: Any, combos: list[dict[str, Any]], blocks: int, mete
     return out
 
 
-def _stitched_regimes(wf: Any, config: Any, logger: logging.Logger | None) -> Any:
+def _stitched_regimes(wf: Any, config: Any) -> Any:
     """Regime analytics over the stitched out-of-sample bars and trades (sizing stats per window
     are not merged; ``sizing`` describes a fresh plan)."""
     from engine.backtest import to_json  # noqa: PLC0415
     from engine.spiced import prepare_spiced  # noqa: PLC0415
     from engine.strategies import make_strategy  # noqa: PLC0415
+    from engine.sweep_eval import QUIET  # noqa: PLC0415 - the windows' runs have logged all of this
 
     params = wf.rows[-1]["params"]
-    plan = prepare_spiced(wf.bars, make_strategy(config.strategy, params), config, logger)
+    plan = prepare_spiced(wf.bars, make_strategy(config.strategy, params), config, QUIET)
     return to_json(plan.analytics(wf.sim))

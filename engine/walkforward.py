@@ -154,15 +154,19 @@ def _segment(arrays: dict[str, np.ndarray], equity: np.ndarray, shift: int, bala
                      blocked_entries=blocked)
 
 
-def _oos_run(bars: Bars, config: BacktestConfig, w: Window, params: dict[str, Any], balance: float,
-             logger: logging.Logger | None) -> tuple[SimResult, bool]:
-    """The chosen params on ``[is_start, oos_end)``, entries only from the out-of-sample part."""
+def _oos_run(bars: Bars, config: BacktestConfig, w: Window, params: dict[str, Any],
+             balance: float) -> tuple[SimResult, bool]:
+    """The chosen params on ``[is_start, oos_end)``, entries only from the out-of-sample part.
+
+    Runs without a logger: the warm-up's refused entries are not news; the stitched trades are
+    logged once the walk-forward is done (``log_trades``).
+    """
     run_bars = bars.window(w.is_start, w.oos_end)
     off = w.oos_start - w.is_start
     allow = np.zeros(len(run_bars), dtype=bool)
     allow[off - 1:] = True  # a decision on the bar before fills at the first out-of-sample open
     cfg = replace(config, initial_balance=balance, params=dict(params))
-    sim, _ = simulate_params(run_bars, cfg, params, allow_entry=allow, logger=logger)
+    sim, _ = simulate_params(run_bars, cfg, params, allow_entry=allow)
     arrays = _close_at_end(sim, run_bars, cfg)
     equity = np.array(sim.equity[off:], dtype=float)
     equity[-1] = balance + float(arrays["pnl"].sum())
@@ -181,7 +185,7 @@ def run_walk_forward(bars: Bars, config: BacktestConfig, combos: Sequence[dict[s
         ranked = rank_rows([{"params": r.params, "metrics": r.metrics}
                             for r in evaluate(is_bars, config, combos, meter=meter)], objective)
         best = ranked[0]
-        seg, forced = _oos_run(bars, config, w, best["params"], balance, logger)
+        seg, forced = _oos_run(bars, config, w, best["params"], balance)
         oos_bars = bars.window(w.oos_start, w.oos_end)
         oos_metrics = flat_metrics(oos_bars, seg)
         n_done += seg.n_trades
@@ -221,3 +225,12 @@ def _stitch(bars: Bars, config: BacktestConfig, rows: list[dict[str, Any]],
     summary = {"is_annual_return_pct": is_ann, "oos_annual_return_pct": oos_ann,
                "efficiency": oos_ann / is_ann if is_ann > 0 else None}
     return WalkForward(rows, stitched_bars, sim, window_end, summary)
+
+
+def log_trades(logger: logging.Logger | None, config: BacktestConfig, wf: WalkForward) -> None:
+    """Log the stitched out-of-sample trades as a plain run logs its trades (capped per run)."""
+    from engine.simulator import _log_arrays  # noqa: PLC0415 - the engine's own trade-log format and cap
+
+    names = ("entry_bar", "exit_bar", "side", "size", "entry_price", "exit_price", "pnl", "return_pct",
+             "commission", "exit_reason")
+    _log_arrays(logger, config, wf.bars, {k: getattr(wf.sim, k) for k in names}, None)

@@ -1,6 +1,7 @@
 """Walk-forward optimisation and the vanilla_full / spiced_full variants end to end."""
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -119,3 +120,15 @@ def test_bad_robustness_options_are_field_errors(eurusd: Bars) -> None:
     too_big = parse_config({**BASE, "variant": "vanilla_full", "robustness": {"in_sample": 0.9, "out_of_sample": 0.2}})
     with pytest.raises(ValueError, match="exceeds the 5000 bars"):
         run_backtest(too_big, bars=eurusd)
+
+
+def test_full_run_logs_windows_trades_and_verdict_not_warmup(eurusd: Bars, caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("backtest.robust-test")
+    with caplog.at_level(logging.INFO, logger="backtest.robust-test"):
+        out = run_backtest(parse_config({**BASE, "variant": "vanilla_full", "robustness": {**SMALL, "mc_runs": 50}}),
+                           bars=eurusd, logger=logger)
+    messages = [r.getMessage() for r in caplog.records if r.name == "backtest.robust-test"]
+    assert sum(m.startswith("Walk-forward window") for m in messages) == 5
+    assert sum(m.startswith("Trade closed") for m in messages) == out["total_trades"]
+    assert not any(m.startswith("Entry filtered") for m in messages)  # warm-up bars are not news
+    assert messages[-1].startswith(f"Robustness verdict: {out['results']['verdict']['verdict']}")
