@@ -120,9 +120,14 @@ class SmaCache:
         return _Targets(target, params["slow"])
 
 
+#: sma_cross parameters SmaCache reproduces; any other (a future option) takes the engine's own path.
+_SMA_FAST_PARAMS = frozenset({"fast", "slow", "mode", "stop_loss_pct", "take_profit_pct"})
+
+
 def fast_path_applies(config: BacktestConfig, params: Mapping[str, Any]) -> bool:
     """True when ``params`` of ``config.strategy`` can use :class:`SmaCache` (vanilla, no stops)."""
     return (config.strategy == "sma_cross" and config.variant not in SPICED_VARIANTS
+            and set(params) <= _SMA_FAST_PARAMS
             and params.get("stop_loss_pct") is None and params.get("take_profit_pct") is None)
 
 
