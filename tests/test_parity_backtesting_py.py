@@ -95,3 +95,34 @@ def test_every_path_gives_identical_trades(frame: pd.DataFrame) -> None:
         assert np.array_equal(r.side, runs[0].side)
         assert np.allclose(r.pnl, runs[0].pnl, atol=1e-9)
         assert np.allclose(r.equity, runs[0].equity, atol=1e-6)
+
+
+class BtSmaCrossTen(BtSmaCross):
+    """The same crossover trading 10 shares (daily GOOG)."""
+
+    def next(self) -> None:
+        if crossover(self.a, self.b):
+            self.position.close()
+            self.buy(size=10)
+        elif crossover(self.b, self.a):
+            self.position.close()
+            self.sell(size=10)
+
+
+def test_daily_bars_match_backtesting_py() -> None:
+    """GOOG D1: the daily (252-day) annualisation path and a different size and balance."""
+    from tests.conftest import SHARED_DATA
+
+    df = pd.read_csv(SHARED_DATA / "GOOG_D1.csv", index_col=0, parse_dates=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = Backtest(df, BtSmaCrossTen, cash=100_000, commission=0).run()
+    out = run_backtest(config(symbol="GOOG", timeframe="D1", size=10, initial_balance=100_000),
+                       bars=bars_from_frame(df, "GOOG", "D1"))
+    assert [t["entry_bar"] for t in out["results"]["trades"]] == ref["_trades"]["EntryBar"].tolist()
+    assert round(out["final_balance"], 2) == round(ref["Equity Final [$]"], 2)
+    for ours, theirs in ((out["sharpe_ratio"], ref["Sharpe Ratio"]), (out["drawdown"], -ref["Max. Drawdown [%]"]),
+                         (out["win_rate"], ref["Win Rate [%]"]),
+                         (out["results"]["metrics"]["sortino_ratio"], ref["Sortino Ratio"]),
+                         (out["results"]["metrics"]["cagr_pct"], ref["CAGR [%]"])):
+        assert ours == pytest.approx(theirs, abs=1e-6)
