@@ -232,8 +232,8 @@ def _stitched_regimes(wf: Any, config: Any) -> Any:
     from engine.backtest import to_json  # noqa: PLC0415
     from engine.spiced import prepare_spiced  # noqa: PLC0415
     from engine.strategies import make_strategy  # noqa: PLC0415
-    from engine.sweep_eval import QUIET  # noqa: PLC0415 - the windows' runs have logged all of this
 
     params = wf.rows[-1]["params"]
-    plan = prepare_spiced(wf.bars, make_strategy(config.strategy, params), config, QUIET)
+    # No logger: the per-window runs and log_trades have said all of this already.
+    plan = prepare_spiced(wf.bars, make_strategy(config.strategy, params), config, None)
     return to_json(plan.analytics(wf.sim))

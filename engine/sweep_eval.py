@@ -25,12 +25,6 @@ from engine.strategy import Signals, Strategy
 
 SPICED_VARIANTS = ("spiced", "spiced_full")
 
-#: Where the spiced layer's INFO lines go for runs nobody follows (every in-sample and PBO run):
-#: without it they would fall back to the "engine.spiced" logger and flood a daemon's log stream.
-QUIET = logging.getLogger("engine.sweep.quiet")
-QUIET.addHandler(logging.NullHandler())
-QUIET.propagate = False
-
 
 class Meter:
     """Progress across a whole multi-run job, in bar evaluations: monotonic from 0 to ``total``.
@@ -157,7 +151,7 @@ def simulate_params(bars: Bars, config: BacktestConfig, params: Mapping[str, Any
     if config.variant in SPICED_VARIANTS:
         from engine.spiced import prepare_spiced  # noqa: PLC0415 - only spiced runs need it
 
-        plan = prepare_spiced(bars, strategy, replace(config, params=dict(params)), logger or QUIET)
+        plan = prepare_spiced(bars, strategy, replace(config, params=dict(params)), logger)
         allow_entry = plan.allow_entry if allow_entry is None else plan.allow_entry & allow_entry
     sim = simulate_strategy(bars, strategy, config, allow_entry=allow_entry,
                             sizer=None if plan is None else plan.sizer, logger=logger)
