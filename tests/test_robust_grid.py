@@ -143,3 +143,20 @@ def test_windows_tile_the_data_or_fail_clearly(n: int, is_n: int, oos_n: int, ga
         assert w.is_end - w.is_start >= 100 and w.oos_end - w.oos_start >= 100
         assert w.oos_start == w.is_end + gap and (w.is_start == 0 if mode == "anchored" else True)
     assert all(a.oos_end == b.oos_start for a, b in zip(ws, ws[1:]))
+
+
+_TOKENS = ["sharpe_ratio", "drawdown", "return_pct", "1", "2.5", "+", "-", "*", "/", "**", "(", ")", ",", "max",
+           "min", "abs", "x", ".", "[", "]", "'", "__class__", " ", "lambda", ":", "=="]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_TOKENS), min_size=1, max_size=12))
+def test_objective_parser_only_compiles_safe_arithmetic(tokens: list[str]) -> None:
+    expr = "".join(tokens)
+    try:
+        obj = compile_objective(expr)
+    except ValueError:
+        return  # refused with a clear message; nothing else may escape
+    value = obj({"sharpe_ratio": 1.5, "drawdown": 0.0, "return_pct": -3.0})
+    assert value is None or isinstance(value, float)
+    assert set(obj.names) <= {"sharpe_ratio", "drawdown", "return_pct"}
