@@ -29,7 +29,7 @@ class Services:
 #: The running daemon and run store (see :class:`Services`).
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 #: WebSocket clients, their send queues and the daemon's ``deliver`` callback.
-HUB: web.AppKey["Hub"] = web.AppKey("hub", object)
+HUB: web.AppKey["Hub"] = web.AppKey("hub")
 #: The data directory (market data store, SQLite files, logs).
 DATA_DIR: web.AppKey[Path] = web.AppKey("data_dir", Path)
 #: Number of backtest worker processes.

@@ -96,7 +96,8 @@ def build(app: web.Application) -> dict[str, Any]:
         path = route.resource.canonical if route.resource is not None else ""
         if route.method in ("HEAD", "*") or not (path.startswith("/api") or path == "/ws"):
             continue
-        op = {"summary": _summary(route.handler), "responses": {"200": {"description": "OK"}}}
+        op: dict[str, Any] = {"summary": _summary(route.handler),
+                              "responses": {"200": {"description": "OK"}}}
         op.update(DETAILS.get((route.method, path), {}))
         if "{" in path and "parameters" not in op:
             op["parameters"] = [{"name": p.strip("{}"), "in": "path", "required": True,

@@ -111,8 +111,8 @@ def parse_message(text: str, *, diagnostics: bool = False) -> Action:
         return Ping()
     topic = body.get("topic")
     problem = _topic_problem(topic, diagnostics)
-    if problem:
-        return Invalid(problem)
+    if problem or not isinstance(topic, str):
+        return Invalid(problem or "'topic' must be a string")
     if action == "unsubscribe":
         return Unsubscribe(topic)
     since = body.get("since")
