@@ -14,58 +14,64 @@ def _check_period(period: int, name: str = "period") -> None:
 
 
 def _rolling_sum(x: np.ndarray, period: int) -> np.ndarray:
-    return _window_sums(_prefix(x), x, period)
+    return _rolling_sums(np.asarray(x, dtype=np.float64), period)[0]
 
 
-def _prefix(x: np.ndarray) -> np.ndarray:
-    """Prefix sums ``c[k] = sum(x[:k] - x[0])``; centring on the first value keeps the later
-    subtraction well conditioned over millions of bars (prices drift little relative to their level)."""
-    c = np.empty(x.shape[0] + 1)
-    c[0] = 0.0
-    if x.shape[0]:
-        np.cumsum(x - x[0], out=c[1:])
-    return c
+def _rolling_sums(x: np.ndarray, period: int, squares: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sums of the last ``period`` values (and, when ``squares``, of their squared deviations
+    from a local anchor), NaN for the first ``period - 1`` bars.
 
-
-def _window_sums(c: np.ndarray, x: np.ndarray, period: int) -> np.ndarray:
+    Prefix sums over millions of bars lose precision as prices drift from where they started,
+    so the series is cut into overlapping blocks, each summed from its own first value; every
+    window lies inside one block. The layout depends on ``period`` only, so a moving average is
+    bit-identical however it is requested (exact ties between two averages stay ties)."""
     n = x.shape[0]
-    out = np.empty(n)
-    out[: period - 1] = np.nan
-    if n >= period:
-        tail = out[period - 1:]
-        np.subtract(c[period:], c[:-period], out=tail)
-        tail += period * x[0]
+    if n == 0:
+        return np.zeros(0), (np.zeros(0) if squares else None)
+    block = max(4096, 4 * period)  # the overlap (period - 1) stays a small share of a block
+    nb = -(-n // block)
+    xp = np.concatenate((np.full(period - 1, x[0]), x, np.full(nb * block - n, x[-1])))
+    rows = sliding_window_view(xp, block + period - 1)[::block]
+    anchor = rows[:, :1]
+    d = rows - anchor
+    c = np.zeros((nb, block + period))
+    np.cumsum(d, axis=1, out=c[:, 1:])
+    s = c[:, period:] - c[:, :block]
+    s2 = None
+    if squares:
+        np.cumsum(d * d, axis=1, out=c[:, 1:])
+        s2 = _trim(c[:, period:] - c[:, :block], n, period)
+    else:
+        s += period * anchor  # plain sums of x; squared sums stay relative to the anchor
+    return _trim(s, n, period), s2
+
+
+def _trim(s: np.ndarray, n: int, p: int) -> np.ndarray:
+    out = s.reshape(-1)[:n]
+    out[: p - 1] = np.nan
     return out
 
 
 def sma(x: np.ndarray, period: int) -> np.ndarray:
     """Simple moving average over the last ``period`` values."""
-    return smas(x, period)[0]
+    _check_period(period)
+    out = _rolling_sums(np.asarray(x, dtype=np.float64), period)[0]
+    out /= period
+    return out
 
 
 def smas(x: np.ndarray, *periods: int) -> list[np.ndarray]:
-    """Several simple moving averages of ``x`` sharing one pass of prefix sums."""
-    for p in periods:
-        _check_period(p)
-    x = np.asarray(x, dtype=np.float64)
-    c = _prefix(x)
-    out = []
-    for p in periods:
-        s = _window_sums(c, x, p)
-        s /= p
-        out.append(s)
-    return out
+    """Several simple moving averages of ``x`` (each exactly as :func:`sma` computes it)."""
+    return [sma(x, p) for p in periods]
 
 
 def rolling_std(x: np.ndarray, period: int) -> np.ndarray:
     """Population standard deviation over the last ``period`` values."""
     _check_period(period)
-    x = np.asarray(x, dtype=np.float64)
-    if x.shape[0] == 0:
-        return np.full(0, np.nan)
-    d = x - x[0]
-    mean = _rolling_sum(d, period) / period
-    var = _rolling_sum(d * d, period) / period - mean * mean
+    s, s2 = _rolling_sums(np.asarray(x, dtype=np.float64), period, squares=True)
+    assert s2 is not None
+    mean = s / period  # deviation sums: the anchor cancels out of the variance
+    var = s2 / period - mean * mean
     return np.sqrt(np.maximum(var, 0.0))
 
 

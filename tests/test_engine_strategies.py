@@ -169,3 +169,18 @@ def test_user_file_is_loaded_once_until_it_changes(tmp_path: Path) -> None:
     assert c is not a
     # ... and a parameter that would hide the strategy API is refused
     assert "clashes with the Strategy API" in validate_strategy(f"{f}:S", {})["params.next"]
+
+
+def test_indicators_stay_precise_on_long_drifting_series() -> None:
+    import pandas as pd
+
+    from engine.indicators import rolling_std, sma, smas
+
+    close = random_bars(200_000, seed=11).close * np.linspace(1, 3, 200_000)  # a strong drift
+    ref = pd.Series(close)
+    for n in (2, 20, 5000):
+        assert np.allclose(sma(close, n), ref.rolling(n).mean(), rtol=0, atol=1e-11, equal_nan=True)
+    assert np.allclose(rolling_std(close, 20), ref.rolling(20).std(ddof=0), rtol=0, atol=1e-9, equal_nan=True)
+    # a moving average is bit-identical however it is requested (ties between averages stay ties)
+    f, s = smas(close, 10, 20)
+    assert np.array_equal(f, sma(close, 10), equal_nan=True) and np.array_equal(s, sma(close, 20), equal_nan=True)
