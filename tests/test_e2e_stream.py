@@ -194,3 +194,27 @@ def test_every_bad_input_gets_an_error_and_the_socket_stays_open(daemon: Daemon)
     with open(daemon["log"], "rb") as log:
         log.seek(log_before)
         assert b"Traceback" not in log.read()
+
+
+def test_subscribe_since_replays_a_finished_run_in_order(daemon: Daemon) -> None:
+    bid = submit(daemon, end_date="2023-01-31")  # one month: fits the run topic's ring buffer
+
+    async def main() -> list[dict[str, Any]]:
+        async with websockets.connect(daemon["ws_url"], max_size=None) as ws:
+            await ws.send(json.dumps({"action": "subscribe", "topic": f"backtest:{bid}"}))
+            assert json.loads(await ws.recv())["type"] == "subscription_confirmed"
+            while json.loads(await asyncio.wait_for(ws.recv(), 60))["type"] != "backtest_complete":
+                pass
+            await ws.send(json.dumps({"action": "unsubscribe", "topic": f"backtest:{bid}"}))
+            assert json.loads(await ws.recv())["type"] == "unsubscription_confirmed"
+            await ws.send(json.dumps({"action": "subscribe", "topic": f"backtest:{bid}", "since": 0}))
+            confirmed = json.loads(await ws.recv())
+            assert confirmed == {"type": "subscription_confirmed", "topic": f"backtest:{bid}",
+                                 "recovered": True}
+            replay = []
+            while not replay or replay[-1]["type"] != "backtest_complete":
+                replay.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+            return replay
+    replay = asyncio.run(main())
+    assert replay[0]["type"] == "backtest_start"
+    assert [e["seq"] for e in replay] == list(range(1, len(replay) + 1))
