@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from server.ws import Hub
 #: Route modules, each with ``setup_routes(app)``: the WebSocket, backtest/sweep/data/health REST,
 #: bots and trading REST, and the dashboard (``/``, ``/static/...``, HTML reports).
 ROUTE_MODULES: tuple[str, ...] = ("server.ws", "server.rest", "server.rest_bots", "server.web")
+
+log = logging.getLogger("server.app")
 
 #: Seconds the daemon gets to stop its processes (the whole shutdown must fit in 10 s).
 DAEMON_STOP_TIMEOUT = 6.0
@@ -77,7 +80,8 @@ async def _close_sockets(app: web.Application) -> None:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Under ``/api``, turn aiohttp's plain-text 404/405/413 into ``{"error": ...}`` JSON."""
+    """Under ``/api``, answer errors as ``{"error": ...}`` JSON: aiohttp's plain-text 404/405/413,
+    and a 500 for a bug (logged with its traceback; the client gets the exception's type)."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -87,6 +91,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         return web.json_response({"error": _error_text(exc, request)}, status=exc.status,
                                  headers=_allow_header(exc))
+    except Exception as exc:
+        if not request.path.startswith("/api"):
+            raise
+        log.exception("%s %s failed", request.method, request.path)
+        return web.json_response({"error": f"internal error ({type(exc).__name__}); "
+                                           "see the daemon log"}, status=500)
 
 
 def _error_text(exc: web.HTTPException, request: web.Request) -> str:

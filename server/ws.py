@@ -51,7 +51,7 @@ SEND_QUEUE_LIMIT = 8192
 CLOSE_QUEUE_OVERFLOW = 4001
 #: Bytes buffered in the transport above which writes wait for the socket (asyncio's default).
 WRITE_HIGH_WATER = 64 * 1024
-#: Seconds between server pings; a client that misses a pong for this long is closed.
+#: Seconds between server pings; a client that does not answer one within half of this is closed.
 HEARTBEAT_S = 20.0
 
 SPEC_TOPICS: tuple[str, ...] = ("backtest", "trading", "logs")
