@@ -18,13 +18,13 @@ def _rolling_sum(x: np.ndarray, period: int) -> np.ndarray:
 
 
 def _rolling_sums(x: np.ndarray, period: int, squares: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """Sums of the last ``period`` values (and, when ``squares``, of their squared deviations
-    from a local anchor), NaN for the first ``period - 1`` bars.
+    """Sums of the last ``period`` values, NaN for the first ``period - 1`` bars; with ``squares``
+    the sums of deviations from a local anchor and of their squares (for variances).
 
-    Prefix sums over millions of bars lose precision as prices drift from where they started,
-    so the series is cut into overlapping blocks, each summed from its own first value; every
-    window lies inside one block. The layout depends on ``period`` only, so a moving average is
-    bit-identical however it is requested (exact ties between two averages stay ties)."""
+    Prefix sums over millions of bars grow large and lose precision, so the series is cut into
+    overlapping blocks, each with its own prefix sums; every window lies inside one block. The
+    layout depends on ``period`` only, so a moving average is bit-identical however it is
+    requested (exact ties between two averages stay ties)."""
     n = x.shape[0]
     if n == 0:
         return np.zeros(0), (np.zeros(0) if squares else None)
@@ -32,18 +32,19 @@ def _rolling_sums(x: np.ndarray, period: int, squares: bool = False) -> tuple[np
     nb = -(-n // block)
     xp = np.concatenate((np.full(period - 1, x[0]), x, np.full(nb * block - n, x[-1])))
     rows = sliding_window_view(xp, block + period - 1)[::block]
-    anchor = rows[:, :1]
-    d = rows - anchor
-    c = np.zeros((nb, block + period))
+    c = np.empty((nb, block + period))
+    c[:, 0] = 0.0
+    if not squares:
+        # Within a block the running sum stays near block x price, so plain prefix sums keep
+        # about 1e-12 relative precision however long the series is.
+        np.cumsum(rows, axis=1, out=c[:, 1:])
+        return _trim(c[:, period:] - c[:, :block], n, period), None
+    # Squares need deviations from a local anchor, or E[x^2] - E[x]^2 cancels catastrophically.
+    d = rows - rows[:, :1]
     np.cumsum(d, axis=1, out=c[:, 1:])
-    s = c[:, period:] - c[:, :block]
-    s2 = None
-    if squares:
-        np.cumsum(d * d, axis=1, out=c[:, 1:])
-        s2 = _trim(c[:, period:] - c[:, :block], n, period)
-    else:
-        s += period * anchor  # plain sums of x; squared sums stay relative to the anchor
-    return _trim(s, n, period), s2
+    s = _trim(c[:, period:] - c[:, :block], n, period)
+    np.cumsum(d * d, axis=1, out=c[:, 1:])
+    return s, _trim(c[:, period:] - c[:, :block], n, period)
 
 
 def _trim(s: np.ndarray, n: int, p: int) -> np.ndarray:
