@@ -2,30 +2,67 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from typing import Any, Callable
 
 from actors.codec import pack
-from actors.process import ChildContext, ChildSpec, child_entry
+from actors.process import INBOX_MAXSIZE, OUTBOX_MAXSIZE, ChildContext, ChildSpec, child_entry
 
 log = logging.getLogger("actors.children")
 
 
-class ChildHandle:
-    """The main process's side of one child slot: spawns it (fresh inbox each time), talks to it."""
+Route = Callable[["ChildHandle", bytes], None]
 
-    def __init__(self, spec: ChildSpec, index: int, mp: Any, outbox: Any, log_queue: Any,
-                 data_dir: str, log_level: int = logging.INFO) -> None:
+
+class _Pump:
+    """Reads one child's outbox queue on a main-process thread and hands each batch to ``route``.
+
+    Retired when its child is replaced or stopped: it then reads until the queue is empty and
+    exits, so the last words of a dead child still arrive.
+    """
+
+    def __init__(self, handle: ChildHandle, q: Any, route: Route) -> None:
+        self._handle, self._q, self._route = handle, q, route
+        self.retired = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"pump-{handle.label}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                raw = self._q.get(timeout=0.1)
+            except queue.Empty:
+                if self.retired.is_set():
+                    break
+                continue
+            except (OSError, ValueError, EOFError):  # closed under us: nothing more to read
+                break
+            try:
+                self._route(self._handle, raw)
+            except Exception:
+                log.exception("routing a batch from %s failed", self._handle.label)
+        self._q.cancel_join_thread()
+        self._q.close()
+
+
+class ChildHandle:
+    """The main process's side of one child slot: spawns it with fresh queues, talks to it."""
+
+    def __init__(self, spec: ChildSpec, index: int, mp: Any, route: Route, data_dir: str,
+                 log_level: int = logging.INFO) -> None:
         self.spec, self.index = spec, index
-        self._mp, self._outbox, self._log_queue = mp, outbox, log_queue
+        self._mp, self._route = mp, route
         self._data_dir, self._log_level = data_dir, log_level
         self.process: Any = None
         self.inbox: Any = None
+        self._pump: _Pump | None = None
         self.ready = False
         self.dead = False
         self.expected_death = False  # set before we kill it on purpose (cancel, stop)
         self.spawned_at = 0.0
+        self.dropped = 0  # messages that did not fit the inbox
 
     @property
     def label(self) -> str:
@@ -41,25 +78,38 @@ class ChildHandle:
         return self.process is not None and not self.dead
 
     def spawn(self, restart_reason: str | None = None) -> None:
-        """Start a new process for this slot (a killed child may hold the old inbox's lock)."""
-        self._drop_inbox()
-        self.inbox = self._mp.Queue()
-        ctx = ChildContext(self.spec.name, self.index, self.spec.target, self.inbox, self._outbox,
-                           self._log_queue, self._data_dir, dict(self.spec.options),
-                           restart_reason, self._log_level)
+        """Start a new process for this slot with a new inbox and outbox.
+
+        A killed child may have died holding a queue's lock or mid-message, so its queues are
+        never reused; the old outbox is still drained by its retiring pump.
+        """
+        self._drop_queues()
+        self.inbox = self._mp.Queue(maxsize=INBOX_MAXSIZE)
+        outbox = self._mp.Queue(maxsize=OUTBOX_MAXSIZE)
+        ctx = ChildContext(self.spec.name, self.index, self.spec.target, self.inbox, outbox,
+                           self._data_dir, dict(self.spec.options), restart_reason, self._log_level)
         self.process = self._mp.Process(target=child_entry, args=(ctx,), name=self.label, daemon=True)
         self.ready = False
         self.dead = False
         self.expected_death = False
         self.spawned_at = time.monotonic()
+        self._pump = _Pump(self, outbox, self._route)
         self.process.start()
 
-    def send(self, msg: dict[str, Any]) -> bool:
-        """Put one command on the child's inbox; False if there is no live child to take it."""
-        if self.inbox is None or not self.alive:
+    def send(self, msg: dict[str, Any], block: bool = True) -> bool:
+        """Put one command on the child's inbox; False if no live child can take it (or, with
+        ``block=False``, if the inbox is full: the message is dropped and counted)."""
+        inbox = self.inbox
+        if inbox is None or not self.alive:
             return False
-        self.inbox.put(pack(msg))
-        return True
+        try:
+            inbox.put(pack(msg), block, 1.0)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+        except (OSError, ValueError):  # replaced by a respawn on another thread
+            return False
 
     def kill(self) -> None:
         """SIGKILL the child now (its death is then reported by the watcher)."""
@@ -67,11 +117,21 @@ class ChildHandle:
         if self.process is not None and not self.dead:
             self.process.kill()
 
-    def _drop_inbox(self) -> None:
+    def _drop_queues(self) -> None:
         if self.inbox is not None:
             self.inbox.cancel_join_thread()  # never block on a feeder whose reader is dead
             self.inbox.close()
             self.inbox = None
+        if self._pump is not None:
+            self._pump.retired.set()
+            self._pump = None
+
+    def join_pump(self, timeout: float) -> None:
+        """Retire the outbox pump and wait for it to drain (used at shutdown)."""
+        pump = self._pump
+        self._drop_queues()
+        if pump is not None:
+            pump.thread.join(timeout)
 
     def shutdown(self, deadline: float) -> str:
         """Join (asked to stop already), then terminate, then kill; returns how it ended."""
@@ -92,7 +152,6 @@ class ChildHandle:
                 proc.close()
             except ValueError:
                 pass
-        self._drop_inbox()
         return how
 
 

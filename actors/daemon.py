@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import queue
 import threading
 import time
 import uuid
@@ -25,7 +24,7 @@ import pykka
 from actors.codec import unpack
 from actors.connections import ConnectionManager, Disconnect, Publish, Subscribe, Unsubscribe
 from actors.children import ChildHandle
-from actors.process import LOG_QUEUE_MAXSIZE, OUTBOX_MAXSIZE, ChildSpec, CrashBudget, QueueLogHandler
+from actors.process import ChildSpec, CrashBudget, RecordHandler
 from actors.runstore import RunStore
 from actors.messages import CancelJob, FromChildren, SharedState, Shutdown, SubmitJob, ToChild
 from actors.supervisor import MAX_QUEUE, WORKER, Supervisor
@@ -81,6 +80,7 @@ class Daemon:
         self._lock = threading.Lock()
         self._shared = SharedState()
         self.store: RunStore | None = None
+        self._log_dropped = 0
         self.interrupted_at_start: list[str] = []
 
     @property
@@ -97,22 +97,19 @@ class Daemon:
             self._state = "starting"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         mp = multiprocessing.get_context("spawn")  # we have threads: never fork
-        self._outbox = mp.Queue(maxsize=OUTBOX_MAXSIZE)
-        self._log_queue = mp.Queue(maxsize=LOG_QUEUE_MAXSIZE)
         self.store = RunStore(self.store_path)
         self.interrupted_at_start = self.store.mark_interrupted(
             "found queued or running when the daemon started; the previous daemon stopped first")
-        self._log_handler = QueueLogHandler(self._log_queue, "main")
-        logging.getLogger().addHandler(self._log_handler)
-        if logging.getLogger("actors").level == logging.NOTSET:
-            logging.getLogger("actors").setLevel(logging.INFO)
+        self._refs_ready = threading.Event()
         self._cm = ConnectionManager.start(self._deliver)
         self._children = self._make_children(mp)
         self._sup = Supervisor.start(self._children, self.store, self._cm, self._shared,
                                      self._budget)
-        self._bridge_stop = threading.Event()
-        self._bridge = threading.Thread(target=self._bridge_loop, name="outbox-bridge", daemon=True)
-        self._bridge.start()
+        self._refs_ready.set()
+        self._log_handler = RecordHandler(self._log_sink, "main")
+        logging.getLogger().addHandler(self._log_handler)
+        if logging.getLogger("actors").level == logging.NOTSET:
+            logging.getLogger("actors").setLevel(logging.INFO)
         with self._lock:
             self._state = "running"
         self._wait_ready(timeout)
@@ -120,8 +117,8 @@ class Daemon:
 
     def _make_children(self, mp: Any) -> dict[str, list[ChildHandle]]:
         specs = [LOG_SPEC, ChildSpec(WORKER, "actors.worker:worker_main", self.workers)] + self._extra
-        return {s.name: [ChildHandle(s, i, mp, self._outbox, self._log_queue, str(self.data_dir))
-                         for i in range(s.count)] for s in specs}
+        return {s.name: [ChildHandle(s, i, mp, self._route, str(self.data_dir)) for i in range(s.count)]
+                for s in specs}
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -154,53 +151,59 @@ class Daemon:
         others = [h for name, hs in self._children.items() if name != "log" for h in hs]
         for h in others:
             h.shutdown(deadline - 1.5)
+        for h in others:
+            h.join_pump(0.5)  # their last messages (and log records) are routed by now
         logging.getLogger().removeHandler(self._log_handler)
         for h in self._children["log"]:
             h.send({"cmd": "stop"})
             h.shutdown(deadline - 0.5)
-        self._bridge_stop.set()
-        self._bridge.join(1.0)
+            h.join_pump(0.5)
         for ref in (self._sup, self._cm):
             try:
                 ref.stop(block=True, timeout=max(0.5, deadline - time.monotonic()))
             except pykka.Timeout:
                 log.warning("actor %s did not stop in time", ref)
-        for q in (self._outbox, self._log_queue):
-            q.cancel_join_thread()
-            q.close()
         assert self.store is not None
         self.store.close()
         with self._lock:
             self._state = "stopped"
 
-    def _bridge_loop(self) -> None:
-        """Outbox -> actors: decode batches, route events, one tell per destination per round."""
-        while not self._bridge_stop.is_set():
-            try:
-                raws = [self._outbox.get(timeout=0.1)]
-            except (queue.Empty, OSError, ValueError):
-                continue
-            while len(raws) < 64:
-                try:
-                    raws.append(self._outbox.get_nowait())
-                except (queue.Empty, OSError, ValueError):
-                    break
-            direct: list[dict[str, Any]] = []
-            rest: list[dict[str, Any]] = []
-            for raw in raws:
-                try:
-                    msgs = unpack(raw)
-                    for msg in msgs:
-                        (direct if msg.get("type") in DIRECT_EVENTS else rest).append(msg)
-                except Exception:  # a garbled batch must not take the bridge down
-                    log.exception("dropping an undecodable outbox batch of %d bytes", len(raw))
-            try:
-                if direct:
-                    self._cm.tell(Publish(direct))
-                if rest:
-                    self._sup.tell(FromChildren(rest))
-            except pykka.ActorDeadError:
-                return
+    def _route(self, child: ChildHandle, raw: bytes) -> None:
+        """One outbox batch from ``child`` (called on its pump thread): log records to the log
+        process, trading/bench events straight to the ConnectionManager, the rest to the
+        supervisor; at most one tell or put per destination."""
+        self._refs_ready.wait(10)
+        direct: list[dict[str, Any]] = []
+        rest: list[dict[str, Any]] = []
+        records: list[dict[str, Any]] = []
+        for msg in unpack(raw):
+            mtype = msg.get("type")
+            if mtype == "_log":
+                records.append(msg.get("data") or {})
+            elif mtype in DIRECT_EVENTS:
+                direct.append(msg)
+            else:
+                rest.append(msg)
+        if records:
+            self._forward_logs(records)
+        try:
+            if direct:
+                self._cm.tell(Publish(direct))
+            if rest:
+                self._sup.tell(FromChildren(rest))
+        except pykka.ActorDeadError:
+            pass  # stopping
+
+    def _forward_logs(self, records: list[dict[str, Any]]) -> bool:
+        # Never log from here: this is the path log records take.
+        sent = any(h.send({"cmd": "log", "records": records}, block=False)
+                   for h in self._children.get("log", []))
+        if not sent:
+            self._log_dropped += len(records)
+        return sent
+
+    def _log_sink(self, record: dict[str, Any]) -> bool:
+        return self._forward_logs([record])
 
     # ------------------------------------------------------------------ commands
     def _check_running(self) -> None:
@@ -264,7 +267,7 @@ class Daemon:
         """Cancel a queued or running backtest; False if unknown or already finished.
 
         A running backtest stops at its next progress check, or its worker is killed after
-        0.8 s; either way it ends as ``cancelled`` with ``backtest_error`` "Backtest cancelled".
+        0.6 s; either way it ends as ``cancelled`` with ``backtest_error`` "Backtest cancelled".
         """
         if self._state != "running" or self._shared.status_of(backtest_id) is None:
             return False
@@ -309,7 +312,7 @@ class Daemon:
         h = self._shared.health()
         h["accepting"] = self._state == "running"
         h["state"] = self._state
-        h["log_records_dropped"] = getattr(getattr(self, "_log_handler", None), "dropped", 0)
+        h["log_records_dropped"] = self._log_dropped
         if h.get("degraded"):
             h["status"] = "degraded"
         return h

@@ -1,14 +1,16 @@
 """The log process: gathers every process's log records, writes them to a file, streams log_entry.
 
-Records arrive as msgpack dicts on one bounded queue (producers drop and count when it is full,
-see :class:`actors.process.QueueLogHandler`). The :class:`LogActor` writes every record to
+Records arrive as msgpack dicts in ``{"cmd": "log", "records": [...]}`` batches on this
+process's inbox, forwarded by the main process from every child's outbox and from its own
+``logging`` (see :class:`actors.process.RecordHandler`; records that do not fit a full queue are
+dropped and counted, and the count is logged with the next record that gets through). The :class:`LogActor` writes every record to
 ``data_dir/logs/qmx.log`` (rotating, 10 MB x 5) and turns it into a spec ``log_entry`` event:
 records of loggers named ``backtest.<id>`` carry ``backtest_id`` (topic ``backtest``), all others
 go to the ``logs`` topic. At most 2000 log_entry events per second are streamed; the rest are
 still written to the file and counted, and a WARNING entry says how many were not streamed, so a
 log flood cannot starve backtest events on the shared outbox.
 
-A worker sends a *barrier* ``{"barrier": <job id>}`` through the same queue right before a run's
+A worker sends a *barrier* ``{"barrier": <job id>}`` along the same path right before a run's
 final event; the actor forwards it as ``_log_barrier`` after every earlier record, which lets the
 supervisor hold the final event until the run's log entries have been published.
 """
@@ -17,15 +19,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import logging.handlers
-import queue
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pykka
 
-from actors.codec import unpack
 from actors.process import ChildIO
 
 STREAM_LIMIT_PER_S = 2000
@@ -142,39 +141,13 @@ class LogActor(pykka.ThreadingActor):
             pass
 
 
-def _drain(q: Any, first: bytes, limit: int = 1000) -> list[dict[str, Any]]:
-    batch = [unpack(first)]
-    while len(batch) < limit:
-        try:
-            batch.append(unpack(q.get_nowait()))
-        except queue.Empty:
-            break
-    return batch
-
-
 def log_main(io: ChildIO) -> None:
     """Entry point of the log process (``actors.logproc:log_main``)."""
-    # Our own records go straight to the file, never back into the queue we read.
-    logging.getLogger().handlers.clear()
     actor = LogActor.start(io, Path(io.ctx.data_dir) / "logs")
-    q = io.ctx.log_queue
-    stopper = threading.Thread(target=lambda: [None for _ in io.messages()], name="log-inbox",
-                               daemon=True)
-    stopper.start()
     io.ready()
     try:
-        while not io.stopping.is_set() and stopper.is_alive():
-            try:
-                first = q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            actor.tell(_drain(q, first))
-        # Stopping: take what is already queued so the last words of other processes survive.
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            try:
-                actor.tell(_drain(q, q.get(timeout=0.05)))
-            except queue.Empty:
-                break
+        for msg in io.messages():
+            if msg.get("cmd") == "log":
+                actor.tell(msg.get("records") or [])
     finally:
-        actor.stop(block=True, timeout=5)
+        actor.stop(block=True, timeout=5)  # handles every batch told before the stop

@@ -1,15 +1,21 @@
-"""Generic child-process machinery: specs, spawning, batched outboxes, logging, crash budget.
+"""Generic child-process machinery: specs, batched outboxes, logging, the child entry point.
 
 Every QuantMindX child (backtest workers, the log process, the trading process) is described by
 a :class:`ChildSpec` and started with the multiprocessing ``spawn`` context (the main process has
-threads, so it must never ``fork``). A child gets one inbox queue of msgpack bytes and shares the
-main process's outbox queue; its entry point receives a :class:`ChildIO`.
+threads, so it must never ``fork``). Each child gets its own inbox and its own outbox queue of
+msgpack bytes, both created fresh at every (re)spawn: every queue has exactly one writing and
+one reading process, so a child killed in the middle of a write (which can leave a queue's lock
+held or half a message in its pipe) breaks only queues that are thrown away with it. Its entry
+point receives a :class:`ChildIO`.
 
 Outbox policy (see docs/readme/daemon-internals.md): messages are batched, one ``put`` carrying a
 list, flushed when 256 messages are waiting or the oldest is 3 ms old. The outbox queue is
 bounded; when the main process does not drain it for a while, *droppable* messages (progress,
-bench events) are dropped and counted, while terminal events wait and are retried, so a worker
-never stalls forever and never grows memory without bound.
+bench events, log records) are dropped and counted, while final events wait and are retried,
+so a worker never stalls forever and never grows memory without bound.
+
+Logging: a child's records travel in its outbox as ``_log`` messages; the main process forwards
+them to the log process's inbox (it is that inbox's only writer).
 """
 from __future__ import annotations
 
@@ -28,9 +34,9 @@ from actors.codec import pack, unpack
 
 BATCH_SIZE = 256
 BATCH_AGE = 0.003
-OUTBOX_MAXSIZE = 4096  # batches
+OUTBOX_MAXSIZE = 1024  # batches waiting in one child's outbox queue
+INBOX_MAXSIZE = 2048  # commands (or log batches for the log process) waiting in one inbox
 PENDING_LIMIT = 50_000  # messages waiting in one child before droppable ones are discarded
-LOG_QUEUE_MAXSIZE = 20_000  # records
 
 log = logging.getLogger("actors.process")
 
@@ -59,7 +65,6 @@ class ChildContext:
     target: str
     inbox: Any
     outbox: Any
-    log_queue: Any
     data_dir: str
     options: dict[str, Any]
     restart_reason: str | None = None
@@ -110,7 +115,7 @@ class CrashBudget:
 
 
 class Outbox:
-    """Batches messages from one child onto the shared outbox queue (see module docstring)."""
+    """Batches messages from one child onto its outbox queue (see module docstring)."""
 
     def __init__(self, q: Any, batch_size: int = BATCH_SIZE, batch_age: float = BATCH_AGE) -> None:
         self._q = q
@@ -191,45 +196,39 @@ class Outbox:
         self.flush(timeout)
 
 
-class QueueLogHandler(logging.Handler):
-    """Sends each record as a msgpack dict to the log process; never blocks the caller.
+def record_dict(record: logging.LogRecord, process_name: str) -> dict[str, Any]:
+    """The msgpack-safe dict of a log record that the log process understands."""
+    msg = record.getMessage()
+    if record.exc_info and record.exc_info[0] is not None:
+        msg = msg + "\n" + logging.Formatter().formatException(record.exc_info)
+    return {"name": record.name, "levelname": record.levelname, "message": msg,
+            "module": record.module, "funcName": record.funcName, "lineno": record.lineno,
+            "created": record.created, "processName": process_name}
 
-    When the bounded log queue is full the record is dropped and counted in ``dropped``; the
-    count rides along on the next record that gets through, so the loss is visible in the log.
+
+class RecordHandler(logging.Handler):
+    """Hands each record, as :func:`record_dict`, to ``sink``; never blocks or raises.
+
+    ``sink`` returns False when it had to drop the record (a full queue); drops are counted in
+    ``dropped`` and the count rides along on the next record that gets through.
     """
 
-    def __init__(self, q: Any, process_name: str) -> None:
+    def __init__(self, sink: Callable[[dict[str, Any]], bool], process_name: str) -> None:
         super().__init__()
-        self._q = q
+        self._sink = sink
         self._process = process_name
         self.dropped = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            msg = record.getMessage()
-            if record.exc_info and record.exc_info[0] is not None:
-                msg = msg + "\n" + logging.Formatter().formatException(record.exc_info)
-            item = {"name": record.name, "levelname": record.levelname, "message": msg,
-                    "module": record.module, "funcName": record.funcName, "lineno": record.lineno,
-                    "created": record.created, "processName": self._process,
-                    "dropped": self.dropped}
-            self._q.put_nowait(pack(item))
-            self.dropped = 0
-        except queue.Full:
-            self.dropped += 1
+            item = record_dict(record, self._process)
+            item["dropped"] = self.dropped
+            if self._sink(item):
+                self.dropped = 0
+            else:
+                self.dropped += 1
         except Exception:  # a log call must never take its caller down
             self.handleError(record)
-
-
-def install_log_handler(q: Any, process_name: str, level: int = logging.INFO) -> QueueLogHandler:
-    """Route this (child) process's root logger to the log process, replacing other handlers."""
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    handler = QueueLogHandler(q, process_name)
-    root.addHandler(handler)
-    root.setLevel(level)
-    return handler
 
 
 class ChildIO:
@@ -247,6 +246,11 @@ class ChildIO:
     def send(self, msg: dict[str, Any], droppable: bool = False) -> None:
         """Send one message (an event ``{"type", "data"}`` or an internal ``_``-typed one)."""
         self.outbox.send(msg, droppable)
+
+    def log_record(self, record: dict[str, Any]) -> bool:
+        """Send one log record (or a ``{"barrier": job_id}``) towards the log process."""
+        self.outbox.send({"type": "_log", "data": record}, droppable="barrier" not in record)
+        return True
 
     def ready(self) -> None:
         """Tell the supervisor this child is ready for work."""
@@ -275,17 +279,19 @@ def child_entry(ctx: ChildContext) -> None:
     """Top-level function every child process runs (spawn needs an importable target)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the main process, which stops us
     label = f"{ctx.name}-{ctx.index}"
-    handler = None
-    if ctx.log_queue is not None:
-        handler = install_log_handler(ctx.log_queue, label, ctx.log_level)
-    module, _, func = ctx.target.partition(":")
     io = ChildIO(ctx)
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = RecordHandler(io.log_record, label)
+    root.addHandler(handler)
+    root.setLevel(ctx.log_level)
+    module, _, func = ctx.target.partition(":")
     try:
         getattr(importlib.import_module(module), func)(io)
     except Exception:
         logging.getLogger(f"actors.{ctx.name}").exception("%s crashed", label)
         raise
     finally:
+        root.removeHandler(handler)
         io.outbox.close()
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)

@@ -23,7 +23,7 @@ from actors.process import CrashBudget, describe_exit
 from actors.runstore import METRIC_FIELDS, RunStore, now_iso
 from actors.worker import error_event
 
-CANCEL_GRACE = 0.8  # seconds a running job gets to stop by itself before its worker is killed
+CANCEL_GRACE = 0.6  # seconds a running job gets to stop by itself before its worker is killed
 BARRIER_WAIT = 0.5  # seconds a final event waits for the run's log entries
 MAX_QUEUE = 1000
 WORKER = "worker"

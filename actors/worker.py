@@ -20,7 +20,6 @@ from typing import Any
 
 import pykka
 
-from actors.codec import pack
 from actors.process import ChildIO
 from actors.runstore import METRIC_FIELDS, now_iso
 
@@ -103,12 +102,10 @@ class BacktestActor(pykka.ThreadingActor):
 
     def _finish(self, job: dict[str, Any], status: str, final: dict[str, Any] | None,
                 elapsed: float) -> None:
-        # Barrier first: the log process forwards it after this job's earlier records.
-        if self._io.ctx.log_queue is not None:
-            try:
-                self._io.ctx.log_queue.put(pack({"barrier": job["job_id"]}), timeout=0.5)
-            except Exception:
-                pass  # a full log queue only costs ordering, the supervisor times out the wait
+        # Barrier first: the log process forwards it after this job's earlier records, which
+        # lets the supervisor publish them before the final event.
+        if job.get("kind", "backtest") == "backtest":
+            self._io.log_record({"barrier": job["job_id"]})
         self._io.send({"type": "_job_end", "data": {
             "job_id": job["job_id"], "kind": job.get("kind", "backtest"), "status": status,
             "event": final, "index": self._io.ctx.index, "elapsed": elapsed}})

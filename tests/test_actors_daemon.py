@@ -63,11 +63,18 @@ class Collector:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.frames: list[tuple[str, tuple[int, ...], float]] = []
+        self.bench_last: int | None = None  # set: only count bench frames, and those with n == it
+        self.bench_frames = self.bench_ends = 0
 
     def __call__(self, batch: list[tuple[str, tuple[int, ...]]]) -> None:
         now = time.monotonic()
         with self.lock:
-            self.frames.extend((f, ids, now) for f, ids in batch)
+            for f, ids in batch:
+                if f.startswith('{"type":"bench_event"') and self.bench_last is not None:
+                    self.bench_frames += 1  # a flood: count, do not keep
+                    self.bench_ends += f'"n":{self.bench_last},' in f
+                else:
+                    self.frames.append((f, ids, now))
 
     def messages(self, client: int = 1) -> list[dict[str, Any]]:
         with self.lock:
@@ -332,6 +339,24 @@ def test_sigkill_of_a_worker_fails_its_run_within_a_second_and_others_continue(
     assert child["pid"] not in pids and len(pids) == 2
     assert col.wait_final(d.submit_backtest(FAST))["type"] == "backtest_complete"
     assert d.health()["crash_budget"]["deaths_in_window"] == 1 and not d.health()["degraded"]
+
+
+def test_sigkill_during_an_event_flood_leaves_other_processes_streaming(tmp_path: Path, own: list[Daemon]) -> None:
+    # Every queue has one writer: a worker killed mid-write cannot wedge a queue others use.
+    d, col = _start(tmp_path / "data", diagnostics=True)
+    own.append(d)
+    n = 40_000
+    col.bench_last = n - 1
+    d.subscribe(5, "bench")
+    victim, survivor = d.submit_burst(n, None, 64), d.submit_burst(n, None, 64)
+    child = eventually(lambda: col.bench_frames > 1000 and _worker_running(d, victim))
+    os.kill(child["pid"], signal.SIGKILL)
+    eventually(lambda: col.bench_ends >= 1, timeout=30)  # the survivor's burst got through whole
+    eventually(lambda: d.health()["workers_ready"] == 2)
+    bid = d.submit_backtest(FAST)
+    assert col.wait_final(bid)["type"] == "backtest_complete"
+    assert any(m["type"] == "log_entry" for m in col.of(bid))
+    assert survivor != victim
 
 
 def test_crash_budget_stops_respawning_and_reports_degraded(tmp_path: Path, own: list[Daemon]) -> None:
