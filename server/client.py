@@ -66,8 +66,8 @@ class QmxClient:
 
     def __init__(self, url: str = "http://127.0.0.1:8000", *, reconnect: bool = True,
                  max_reconnect_attempts: int = 10, initial_delay: float = 0.5, max_delay: float = 30.0,
-                 ping_interval: float = 25.0, pong_timeout: float = 10.0, request_timeout: float = 30.0,
-                 queue_size: int = 10_000) -> None:
+                 ping_interval: float = 25.0, pong_timeout: float = 10.0, connect_timeout: float = 10.0,
+                 request_timeout: float = 30.0, queue_size: int = 10_000) -> None:
         self.url = base_url(url)
         self.ws_url = "ws" + self.url[4:] + "/ws"
         self.reconnect = reconnect
@@ -76,6 +76,7 @@ class QmxClient:
         self.max_delay = max_delay
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
+        self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self.topics: set[str] = set()
         self.last_seq: dict[str, int] = {}
@@ -104,10 +105,10 @@ class QmxClient:
         return self._ws is not None and not self._ws.closed
 
     async def connect(self) -> None:
-        """Open the WebSocket (raises ``aiohttp.ClientError`` if the daemon is unreachable)."""
+        """Open the WebSocket (``aiohttp.ClientError`` if unreachable, TimeoutError after ``connect_timeout``)."""
         if self._runner is not None:
             return
-        ws = await self._open()
+        ws = await asyncio.wait_for(self._open(), self.connect_timeout)
         self._runner = asyncio.get_running_loop().create_task(self._run(ws))
 
     def on(self, type_: str, handler: Handler) -> Callable[[], None]:
@@ -177,7 +178,7 @@ class QmxClient:
 
     async def _open(self) -> aiohttp.ClientWebSocketResponse:
         session = self._http()
-        ws = await session.ws_connect(self.ws_url, timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+        ws = await session.ws_connect(self.ws_url, timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                                       autoping=True, heartbeat=None)
         self._ws = ws
         for topic in list(self.topics):  # restore subscriptions, resuming where we were
@@ -188,31 +189,50 @@ class QmxClient:
         return ws
 
     async def _run(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        attempts = 0
         while not self._closed:
-            pinger = asyncio.get_running_loop().create_task(self._keepalive(ws))
-            try:
-                await self._read(ws)
-            finally:
-                pinger.cancel()
+            await self._serve_connection(ws)
             self._fail_pending(ConnectionError("connection lost"))
             if self._closed or not self.reconnect:
                 break
-            ws = None  # type: ignore[assignment]
-            while ws is None and attempts < self.max_reconnect_attempts and not self._closed:
-                delay = min(self.max_delay, self.initial_delay * 2 ** attempts) * (1 - 0.5 * random.random())
-                attempts += 1
-                await asyncio.sleep(delay)
-                try:
-                    ws = await self._open()
-                except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
-                    ws = None  # type: ignore[assignment]
-            if ws is None:
+            reopened = await self._reconnect()
+            if reopened is None:
                 break
-            attempts = 0
+            ws = reopened
             self.reconnects += 1
             await self._emit({"type": "reconnected", "topics": sorted(self.topics)})
         self._put(_CLOSED)
+
+    async def _serve_connection(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Read until the socket closes or a ping goes unanswered, then let the socket go."""
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(self._read(ws))
+        pinger = loop.create_task(self._keepalive(ws))
+        try:
+            await asyncio.wait({reader, pinger}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, pinger):
+                task.cancel()
+            await asyncio.gather(reader, pinger, return_exceptions=True)
+        if self._ws is ws:
+            self._ws = None
+        if not ws.closed:  # a dead path never answers the close handshake: bound the wait
+            try:
+                await asyncio.wait_for(ws.close(code=4000, message=b"pong timeout"), 1.0)
+            except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
+                pass
+
+    async def _reconnect(self) -> aiohttp.ClientWebSocketResponse | None:
+        """Backoff with jitter until a connection opens; None after too many attempts."""
+        for attempt in range(self.max_reconnect_attempts):
+            if self._closed:
+                return None
+            delay = min(self.max_delay, self.initial_delay * 2 ** attempt) * (1 - 0.5 * random.random())
+            await asyncio.sleep(delay)
+            try:
+                return await asyncio.wait_for(self._open(), self.connect_timeout)
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                continue
+        return None
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for raw in ws:
@@ -225,16 +245,16 @@ class QmxClient:
             await self._handle(msg)
 
     async def _keepalive(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Returns (ending the connection) when a ping gets no pong in time; else runs forever."""
         if self.ping_interval <= 0:
-            return
-        while not ws.closed:
+            await asyncio.Event().wait()
+        while True:
             await asyncio.sleep(self.ping_interval)
             self._pong.clear()
             await ws.send_str('{"action":"ping"}')
             try:
                 await asyncio.wait_for(self._pong.wait(), self.pong_timeout)
             except asyncio.TimeoutError:
-                await ws.close(code=4000, message=b"pong timeout")  # ends _read -> reconnect
                 return
 
     async def _handle(self, msg: dict[str, Any]) -> None:

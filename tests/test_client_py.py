@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,7 @@ class Proxy:
     def __init__(self, port: int) -> None:
         self.port = port
         self.up = True
+        self.stall = False  # keep sockets open but swallow every byte, like a dead network path
         self.connections = 0
         self.writers: set[asyncio.StreamWriter] = set()
         self.server: asyncio.base_events.Server | None = None
@@ -59,8 +61,9 @@ class Proxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
+                    if not self.stall:
+                        dst.write(data)
+                        await dst.drain()
             except (ConnectionError, OSError):
                 pass
             finally:
@@ -160,6 +163,33 @@ async def _reconnect(daemon: dict[str, Any]) -> None:
         await proxy.close()
 
 
+def test_missing_pong_forces_a_reconnect(daemon: dict[str, Any]) -> None:
+    asyncio.run(_pong_timeout(daemon))
+
+
+async def _pong_timeout(daemon: dict[str, Any]) -> None:
+    proxy = Proxy(daemon["port"])
+    url = await proxy.start()
+    try:
+        async with QmxClient(url, ping_interval=0.1, pong_timeout=0.3, initial_delay=0.05,
+                             max_delay=0.2) as c:
+            await c.subscribe("trading")
+            await asyncio.sleep(0.4)
+            assert c.reconnects == 0, "answered pings keep the connection"
+            proxy.stall = True
+            await asyncio.wait_for(_poll(lambda: not c.connected), 10)
+            proxy.stall = False
+            await asyncio.wait_for(_poll(lambda: c.reconnects >= 1 and c.connected), 10)
+            assert proxy.connections >= 2 and c.topics == {"trading"}
+    finally:
+        await proxy.close()
+
+
+async def _poll(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.02)
+
+
 def test_submit_and_follow_prints_progress_and_table(daemon: dict[str, Any],
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert asyncio.run(submit_and_follow(daemon["url"], dict(SMALL), json_output=False)) == 0
@@ -199,15 +229,29 @@ def test_qmx_watch_prints_the_stream(daemon: dict[str, Any], tmp_path: Path) -> 
         proc.wait(10)
 
 
-def test_qmx_watch_rejects_a_bad_topic() -> None:
+def test_qmx_watch_rejects_a_bad_topic_and_an_unreachable_daemon(unused_port: int) -> None:
     proc = subprocess.run([sys.executable, "-m", "server.cli", "watch", "nope"], cwd=REPO,
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "backtest, trading, logs" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "server.cli", "watch", "--server",
+                           f"http://127.0.0.1:{unused_port}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 1
+    assert "cannot connect" in proc.stderr
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A port nothing listens on (bound by the OS, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_format_event_lines() -> None:
     line = format_event({"type": "trading_update", "data": {"bot_id": "b1", "status": "running", "pnl": 1.5}})
     assert "trading  b1 running pnl +1.50" in line
     assert format_event({"type": "pong"}) == ""
-    assert "level" not in format_event({"type": "log_entry", "data": {"level": "WARNING", "message": "odd"}})
+    line = format_event({"type": "log_entry", "data": {"level": "WARNING", "message": "odd", "logger_name": "x"}})
+    assert line.endswith("log      x WARNING odd")
