@@ -81,7 +81,7 @@ def test_dashboard_and_static_files_are_served(daemon: dict[str, Any]) -> None:
     assert status == 200 and ctype.startswith("text/html")
     srcs = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert srcs and all(s.startswith(("/static/", "data:")) for s in srcs), srcs
-    for name in ("app.js", "ws-client.js", "charts.js", "style.css", "ws-client.d.ts"):
+    for name in ("app.js", "render.js", "ws-client.js", "charts.js", "style.css", "ws-client.d.ts"):
         status, _, text = _get(f"{daemon['url']}/static/{name}")
         assert status == 200 and text, name
         assert not LOADS_REMOTE.search(text), (name, LOADS_REMOTE.search(text))
