@@ -21,19 +21,7 @@ def run_vectorised(bars: Bars, target: np.ndarray, config: BacktestConfig, warmu
     on a repeated decision (then only the event loop knows the state)."""
     n = len(bars)
     ev = np.flatnonzero(~np.isnan(target[: max(n - 1, 0)]))
-    vals = np.sign(target[ev])  # a side, whatever the magnitude
-    prev = np.empty_like(vals)
-    if vals.size:
-        prev[0] = 0.0
-        prev[1:] = vals[:-1]
-    keep = vals != prev
-    dec, sides = ev[keep], vals[keep]
-    fills = dec + 1
-    # Each non-flat side is one trade from its fill to the next change's fill (or the end).
-    opens = np.flatnonzero(sides != 0)
-    entry_bar, side = fills[opens], sides[opens]
-    span_end = np.where(opens + 1 < fills.size, fills[np.minimum(opens + 1, fills.size - 1)], n) \
-        if opens.size else np.zeros(0, dtype=np.int64)
+    entry_bar, side, span_end = _spans(ev, np.sign(target[ev]), n)  # sign: a side, whatever the size
     c = config.costs
     add = c.spread / 2 + c.slippage
     entry_price = bars.open[entry_bar] + side * add
@@ -68,6 +56,23 @@ def run_vectorised(bars: Bars, target: np.ndarray, config: BacktestConfig, warmu
     log_arrays(logger, config, bars, arrays, open_trade)
     return SimResult(**arrays, open_trade=open_trade, equity=equity,
                      initial_balance=config.initial_balance, warmup=warmup, path="vectorised")
+
+
+def _spans(ev: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(entry bar, side, end bar) of each trade the decisions open, ignoring stops: a trade runs
+    from the fill of a change to a non-flat side to the fill of the next change (or ``n``)."""
+    prev = np.empty_like(vals)
+    if vals.size:
+        prev[0] = 0.0
+        prev[1:] = vals[:-1]
+    keep = vals != prev
+    sides = vals[keep]
+    fills = ev[keep] + 1
+    opens = np.flatnonzero(sides != 0)
+    if not opens.size:
+        return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64)
+    end = np.where(opens + 1 < fills.size, fills[np.minimum(opens + 1, fills.size - 1)], n)
+    return fills[opens], sides[opens], end
 
 
 def first_hits(bars: Bars, entry: np.ndarray, end: np.ndarray, side: np.ndarray, stop: np.ndarray,
