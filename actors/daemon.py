@@ -95,6 +95,19 @@ class Daemon:
             if self._state != "new":
                 raise RuntimeError(f"Daemon.start() called in state {self._state!r}; start once")
             self._state = "starting"
+        try:
+            self._boot()
+        except BaseException:
+            with self._lock:
+                self._state = "stopping"
+            self._teardown(8.0)
+            raise
+        with self._lock:
+            self._state = "running"
+        self._wait_ready(timeout)
+        log.info("daemon started: %d workers, data dir %s", self.workers, self.data_dir)
+
+    def _boot(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         mp = multiprocessing.get_context("spawn")  # we have threads: never fork
         self.store = RunStore(self.store_path)
@@ -110,10 +123,6 @@ class Daemon:
         logging.getLogger().addHandler(self._log_handler)
         if logging.getLogger("actors").level == logging.NOTSET:
             logging.getLogger("actors").setLevel(logging.INFO)
-        with self._lock:
-            self._state = "running"
-        self._wait_ready(timeout)
-        log.info("daemon started: %d workers, data dir %s", self.workers, self.data_dir)
 
     def _make_children(self, mp: Any) -> dict[str, list[ChildHandle]]:
         specs = [LOG_SPEC, ChildSpec(WORKER, "actors.worker:worker_main", self.workers)] + self._extra
@@ -143,28 +152,38 @@ class Daemon:
                 self._state = "stopped" if self._state == "new" else self._state
                 return
             self._state = "stopping"
+        self._teardown(timeout)
+
+    def _teardown(self, timeout: float) -> None:
+        """Stop whatever start() got running (everything, or part of it after a failure)."""
         deadline = time.monotonic() + timeout
-        try:
-            self._sup.ask(Shutdown("the daemon is shutting down"), timeout=min(3.0, timeout / 2))
-        except (pykka.Timeout, pykka.ActorDeadError):
-            log.warning("supervisor did not acknowledge shutdown in time")
-        others = [h for name, hs in self._children.items() if name != "log" for h in hs]
+        sup, cm = getattr(self, "_sup", None), getattr(self, "_cm", None)
+        children: dict[str, list[ChildHandle]] = getattr(self, "_children", {})
+        if sup is not None:
+            try:
+                sup.ask(Shutdown("the daemon is shutting down"), timeout=min(3.0, timeout / 2))
+            except (pykka.Timeout, pykka.ActorDeadError):
+                log.warning("supervisor did not acknowledge shutdown in time")
+        others = [h for name, hs in children.items() if name != "log" for h in hs]
         for h in others:
             h.shutdown(deadline - 1.5)
         for h in others:
             h.join_pump(0.5)  # their last messages (and log records) are routed by now
-        logging.getLogger().removeHandler(self._log_handler)
-        for h in self._children["log"]:
+        if getattr(self, "_log_handler", None) is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+        for h in children.get("log", []):
             h.send({"cmd": "stop"})
             h.shutdown(deadline - 0.5)
             h.join_pump(0.5)
-        for ref in (self._sup, self._cm):
+        for ref in (sup, cm):
+            if ref is None:
+                continue
             try:
                 ref.stop(block=True, timeout=max(0.5, deadline - time.monotonic()))
             except pykka.Timeout:
                 log.warning("actor %s did not stop in time", ref)
-        assert self.store is not None
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
         with self._lock:
             self._state = "stopped"
 

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import pytest
 
 from actors import Daemon
-from tests.conftest import eventually
+from tests.conftest import REPO, eventually
 
 START = {"backtest_id", "variant", "symbol", "timeframe", "start_date", "end_date", "timestamp"}
 PROGRESS = {"backtest_id", "progress", "status", "bars_processed", "total_bars", "current_date",
@@ -171,7 +171,9 @@ def test_backtest_streams_exactly_the_spec_events_then_the_store_has_it(shared: 
     assert last["status"] == f"Processing bar {last['total_bars']}/{last['total_bars']}"
     log = next(e for e in by_type["log_entry"] if e["message"].startswith("Trade executed"))
     assert log["logger_name"] == f"backtest.{bid}" and log["level"] == "INFO"
-    assert log["module"] == "simulator" and log["function"] and log["line"] > 0
+    source = REPO / "engine" / f"{log['module']}.py"  # true origin: the engine's logging call
+    lines = source.read_text().splitlines()
+    assert "log" in lines[log["line"] - 1] and f"def {log['function']}(" in "\n".join(lines[:log["line"]])
     done = by_type["backtest_complete"][0]
     assert done["total_trades"] > 0 and isinstance(done["results"], dict)
     # the "backtest" topic numbers every frame: strictly increasing seq
