@@ -118,3 +118,22 @@ def test_full_variant_prints_the_robustness_report(capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert code == 0
     assert "[vanilla_full] on EURUSD H1" in out.splitlines()[0] and "VERDICT" in out
+
+
+@pytest.mark.e2e
+def test_server_run_equals_local_run(daemon: dict, tmp_path: Path) -> None:
+    """`qmx backtest --server URL --json` against a real daemon gives the local run's result."""
+    argv = ["backtest", "--symbol", "SYNTH", "--timeframe", "H4", "--from", "2023-01-01", "--to",
+            "2023-06-30", "--param", "fast=5", "--param", "slow=30", "--json"]
+    remote = subprocess.run([sys.executable, "-m", "server.cli", *argv, "--server", daemon["url"], "--follow"],
+                            cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert remote.returncode == 0, remote.stderr
+    local = subprocess.run([sys.executable, "-m", "server.cli", *argv, "--data-dir", str(tmp_path)],
+                           cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert local.returncode == 0, local.stderr
+    r, l_ = json.loads(remote.stdout), json.loads(local.stdout)
+    assert r["status"] == "completed"
+    # remote --json prints the daemon's run record (server.client): its metrics hold the fields
+    for key in ("final_balance", "total_trades", "win_rate", "sharpe_ratio", "drawdown", "return_pct"):
+        assert r["metrics"][key] == l_[key], key
+    assert r["results"]["trades"] == l_["results"]["trades"]
