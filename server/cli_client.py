@@ -9,16 +9,14 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
 from typing import Any, TextIO
 
 import aiohttp
 
-from server.client import QmxClient, QmxError, TERMINAL
+from server.client import TERMINAL, TOPIC_RE, QmxClient, QmxError
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
-TOPIC_RE = re.compile(r"backtest|trading|logs|(backtest|sweep):[A-Za-z0-9_.-]{1,64}")
 TOPICS_HELP = "backtest, trading, logs, backtest:<id> or sweep:<id>"
 #: Headline rows of the result table: (field, label).
 RESULT_ROWS: tuple[tuple[str, str], ...] = (

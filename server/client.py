@@ -17,12 +17,15 @@ import asyncio
 import inspect
 import json
 import random
+import re
 from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 Handler = Callable[[dict[str, Any]], "Awaitable[None] | None"]
+#: Topics the daemon accepts (``bench`` only with ``qmx serve --diagnostics``).
+TOPIC_RE = re.compile(r"backtest|trading|logs|bench|(backtest|sweep):[A-Za-z0-9_.-]{1,64}")
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "interrupted"})
 _CLOSED = object()  # end-of-stream marker in the event queue
 
@@ -130,8 +133,8 @@ class QmxClient:
         ``topic``: ``backtest``, ``trading``, ``logs`` or ``backtest:<id>``. With ``since``,
         the daemon first replays buffered events whose seq is greater.
         """
-        if not isinstance(topic, str) or not topic:
-            raise ValueError(f"`topic` must be one of backtest, trading, logs, backtest:<id>; got {topic!r}")
+        if not isinstance(topic, str) or not TOPIC_RE.fullmatch(topic):
+            raise ValueError(f"`topic` must be one of backtest, trading, logs, backtest:<id>, sweep:<id>; got {topic!r}")
         if since is not None:
             self.last_seq[topic] = since
         await self.connect()  # before adding the topic, so connecting does not subscribe it twice

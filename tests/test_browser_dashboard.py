@@ -19,7 +19,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 @pytest.fixture
-def page(daemon: dict[str, Any]) -> Iterator[Any]:
+def page() -> Iterator[Any]:
     """A fresh page in headless Chromium, with console errors collected on ``page.errors``."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -76,7 +76,8 @@ def test_start_a_backtest_and_watch_it_complete(page: Any, daemon: dict[str, Any
     assert page.errors == []  # type: ignore[attr-defined]
 
 
-def test_start_a_bot_and_press_the_kill_switch(page: Any, daemon: dict[str, Any]) -> None:
+def test_start_a_bot_and_press_the_kill_switch(page: Any, daemon_factory: Any) -> None:
+    daemon = daemon_factory()  # its own daemon: the kill switch halts all trading on it
     page.goto(daemon["url"] + "/")
     page.wait_for_selector("body[data-ready=true]")
     page.fill("#b-name", "browser-bot")
@@ -101,6 +102,6 @@ def test_start_a_bot_and_press_the_kill_switch(page: Any, daemon: dict[str, Any]
     assert "KILLED" in page.locator("#trading-state").inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-kill-switch.png"), full_page=True)
-    page.click("#resume")  # leave the shared daemon able to trade for other tests
+    page.click("#resume")
     page.wait_for_function("() => document.querySelector('#trading-state').textContent.includes('enabled')")
     assert page.errors == []  # type: ignore[attr-defined]

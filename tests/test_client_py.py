@@ -129,8 +129,9 @@ async def _rest_errors(client: QmxClient) -> None:
     with pytest.raises(QmxError) as info:
         await client.backtest("no-such-run")
     assert info.value.status == 404
-    with pytest.raises(ValueError, match="`topic`"):
-        await client.subscribe("")
+    for bad in ("", "backtest:", "news"):
+        with pytest.raises(ValueError, match="`topic`"):
+            await client.subscribe(bad)
 
 
 def test_reconnects_resubscribes_and_resumes(daemon: dict[str, Any]) -> None:
@@ -204,6 +205,46 @@ def test_submit_and_follow_prints_progress_and_table(daemon: dict[str, Any],
     assert asyncio.run(follow_backtest(daemon["url"], {**SMALL, "variant": "x"}, json_output=False,
                                        out=io.StringIO(), err=bad)) == 2
     assert "variant" in bad.getvalue()
+
+
+def test_bot_helpers_and_the_kill_switch(daemon_factory: Any) -> None:
+    daemon = daemon_factory()  # its own daemon: the kill switch halts all trading on it
+    asyncio.run(_bots(daemon["url"]))
+
+
+BOT = {"name": "py-bot", "symbol": "SYNTH", "timeframe": "H1",
+       "feed": {"type": "synthetic", "bar_interval": 0.05}}
+
+
+def _bot_is(bot_id: str, status: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: (e.get("type") == "trading_update" and e["data"]["bot_id"] == bot_id
+                      and e["data"]["status"] == status)
+
+
+async def _bots(url: str) -> None:
+    async with QmxClient(url) as c:
+        await c.subscribe("trading")
+        bot_id = (await c.start_bot(**BOT))["bot_id"]
+        await _until(c, _bot_is(bot_id, "running"), timeout=30)
+        assert any(b["bot_id"] == bot_id for b in await c.bots())
+        await c.kill()
+        await _until(c, _bot_is(bot_id, "killed"), timeout=30)
+        with pytest.raises(QmxError) as info:
+            await c.start_bot(**BOT)
+        assert info.value.status == 409 and "kill switch" in info.value.message
+        await c.resume()
+        second = None
+        for _ in range(100):  # resume is applied by the trading process shortly after the 202
+            try:
+                second = (await c.start_bot(**BOT))["bot_id"]
+                break
+            except QmxError as exc:
+                assert exc.status == 409, exc
+                await asyncio.sleep(0.05)
+        assert second is not None
+        await _until(c, _bot_is(second, "running"), timeout=30)
+        await c.stop_bot(second)
+        await _until(c, _bot_is(second, "stopped"), timeout=30)
 
 
 def test_qmx_watch_prints_the_stream(daemon: dict[str, Any], tmp_path: Path) -> None:

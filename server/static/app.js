@@ -179,6 +179,8 @@ function onBacktestEvent(msg) {
       break;
     case 'backtest_error':
       upsertRun(id, { status: 'failed', error: d.error });
+      // The stored status says whether it failed, was cancelled or interrupted.
+      api(`/api/backtests/${encodeURIComponent(id)}`).then((r) => upsertRun(id, { status: r.status })).catch(() => {});
       if (state.selected === id) loadDetail(id);
       break;
     default:

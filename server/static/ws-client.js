@@ -21,6 +21,9 @@ export const DEFAULT_OPTIONS = Object.freeze({
   requestTimeoutMs: 10000, // how long subscribe()/unsubscribe() wait for the confirmation
 });
 
+/** Topics the daemon accepts (`bench` only with `qmx serve --diagnostics`). */
+const TOPIC_RE = /^(?:backtest|trading|logs|bench|(?:backtest|sweep):[A-Za-z0-9_.-]{1,64})$/;
+
 /** Turn `http://host:8000`, `ws://host:8000` or `.../ws` into the daemon's WebSocket URL. */
 export function toWebSocketUrl(url) {
   if (typeof url !== 'string' || !url) {
@@ -114,8 +117,8 @@ export class WebSocketClient {
    * @param {{since?: number}} [opts] replay buffered events with seq > since
    */
   subscribe(topic, opts = {}) {
-    if (typeof topic !== 'string' || !topic) {
-      throw new TypeError(`\`topic\` must be one of backtest, trading, logs, backtest:<id>; got ${JSON.stringify(topic)}`);
+    if (typeof topic !== 'string' || !TOPIC_RE.test(topic)) {
+      throw new TypeError(`\`topic\` must be one of backtest, trading, logs, backtest:<id>, sweep:<id>; got ${JSON.stringify(topic)}`);
     }
     this.topics.add(topic);
     if (opts.since !== undefined) this.lastSeq.set(topic, opts.since);

@@ -86,6 +86,7 @@ test('subscribe and unsubscribe are confirmed; bad input gets an error frame', a
   } finally {
     client.disconnect();
   }
+  assert.throws(() => client.subscribe('news'), /`topic` must be one of/);
   assert.throws(() => new WebSocketClient('ftp://x'), /http, https, ws, wss/);
   assert.throws(() => new WebSocketClient(QMX_URL, { retries: 3 }), /unknown option "retries"/);
 });
