@@ -25,8 +25,8 @@ from actors.codec import unpack
 from actors.connections import ConnectionManager, Disconnect, Publish, Subscribe, Unsubscribe
 from actors.children import ChildHandle
 from actors.process import ChildSpec, CrashBudget, RecordHandler
-from actors.runstore import RunStore
 from actors.messages import CancelJob, FromChildren, SharedState, Shutdown, SubmitJob, ToChild
+from actors.runstore import RunStore
 from actors.supervisor import MAX_QUEUE, WORKER, Supervisor
 
 Deliver = Callable[[list[tuple[str, tuple[int, ...]]]], None]
@@ -37,7 +37,7 @@ LOG_SPEC = ChildSpec("log", "actors.logproc:log_main")
 EXTRA_CHILDREN: list[ChildSpec] = [
     ChildSpec("trading", "actors.trading:trading_main"),  # paper-trading bots (issue 5)
 ]
-#: Event types the bridge hands straight to the ConnectionManager (no run state to keep).
+#: Event types the outbox pumps hand straight to the ConnectionManager (no run state to keep).
 DIRECT_EVENTS = frozenset({"trading_update", "bench_event"})
 
 log = logging.getLogger("actors.daemon")

@@ -100,7 +100,7 @@ class LogActor(pykka.ThreadingActor):
                 self._write({"name": "actors.logproc", "levelname": "WARNING", "message":
                              f"{rec['dropped']} log records of {rec.get('processName')} were dropped "
                              "(log queue full)", "created": time.time(), "module": "logproc",
-                             "funcName": "_handle", "lineno": 0, "processName": "log-0"})
+                             "funcName": "_handle", "lineno": 0, "processName": self._io.label})
             if self._allow():
                 self._io.send(log_entry(rec), droppable=True)
             else:
@@ -121,7 +121,8 @@ class LogActor(pykka.ThreadingActor):
         rec = {"name": "actors.logproc", "levelname": "WARNING", "created": time.time(),
                "message": f"{self._unreported} log entries were written to the log file but not "
                           f"streamed (limit {STREAM_LIMIT_PER_S}/s)",
-               "module": "logproc", "funcName": "_report_unstreamed", "lineno": 0}
+               "module": "logproc", "funcName": "_report_unstreamed", "lineno": 0,
+               "processName": self._io.label}
         self._unreported = 0
         self._write(rec)
         self._io.send(log_entry(rec))

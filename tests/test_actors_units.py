@@ -199,6 +199,8 @@ def test_unsubscribe_disconnect_and_unknown_topic(cm: tuple[Any, Frames]) -> Non
 class FakeIO:
     """Collects what a child would put on its outbox (the pieces below only call send)."""
 
+    label = "test-0"
+
     def __init__(self) -> None:
         self.sent: list[tuple[dict[str, Any], bool]] = []
 
@@ -252,4 +254,4 @@ def test_log_actor_maps_records_to_spec_entries_rate_limits_and_forwards_barrier
         ref.stop(timeout=5)
     text = (tmp_path / "logs" / "qmx.log").read_text()
     assert "simulator.opened:12 m" in text and text.count("\n") >= lp.STREAM_LIMIT_PER_S + 50
-    assert "not streamed" in text  # the loss is reported, not silent
+    assert "not streamed" in text and "[test-0]" in text  # the loss is reported, not silent
