@@ -88,10 +88,6 @@ class TradeLog:
         self.logger.info("Trade closed: %s %s %s @ %.5f (%s, bar %d), PnL %.2f", verb, self._size(units),
                          self.symbol, px, EXIT_REASONS[reason], bar, pnl)
 
-    def blocked(self, bar: int, side: int) -> None:
-        if self.logger is not None and self.count <= LOG_TRADE_CAP:
-            self.logger.info("Entry filtered: %s signal on bar %d blocked", "BUY" if side > 0 else "SELL", bar)
-
     def finish(self) -> None:
         if self.logger is not None and self.count > LOG_TRADE_CAP:
             self.logger.info("%d further trades not logged (log cap %d per run)",

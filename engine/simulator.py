@@ -91,8 +91,7 @@ class _Book:
         units = 0.0
         if want:
             if self.allow is not None and not self.allow[i]:
-                self.blocked.append((i, want))
-                self.log.blocked(i, want)
+                self.blocked.append((i, want))  # the spiced layer logs why, with its regime
             else:
                 units = self.units
                 if self.sizer is not None:
