@@ -78,21 +78,29 @@ def rolling_std(x: np.ndarray, period: int) -> np.ndarray:
 
 def rolling_max(x: np.ndarray, period: int) -> np.ndarray:
     """Highest value over the last ``period`` values."""
-    _check_period(period)
-    x = np.asarray(x, dtype=np.float64)
-    out = np.full(x.shape[0], np.nan)
-    if x.shape[0] >= period:
-        out[period - 1:] = sliding_window_view(x, period).max(axis=1)
-    return out
+    return _rolling_extreme(x, period, np.maximum, -np.inf)
 
 
 def rolling_min(x: np.ndarray, period: int) -> np.ndarray:
     """Lowest value over the last ``period`` values."""
+    return _rolling_extreme(x, period, np.minimum, np.inf)
+
+
+def _rolling_extreme(x: np.ndarray, period: int, op: np.ufunc, pad: float) -> np.ndarray:
+    # van Herk / Gil-Werman: running extremes forwards and backwards inside blocks of ``period``
+    # bars; any window is the tail of one block plus the head of the next. O(n) for any period.
     _check_period(period)
     x = np.asarray(x, dtype=np.float64)
-    out = np.full(x.shape[0], np.nan)
-    if x.shape[0] >= period:
-        out[period - 1:] = sliding_window_view(x, period).min(axis=1)
+    n = x.shape[0]
+    out = np.full(n, np.nan)
+    if n < period:
+        return out
+    blocks = np.full(-(-n // period) * period, pad)
+    blocks[:n] = x
+    blocks = blocks.reshape(-1, period)
+    head = op.accumulate(blocks, axis=1).reshape(-1)
+    tail = op.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].reshape(-1)
+    out[period - 1:] = op(tail[: n - period + 1], head[period - 1:n])
     return out
 
 

@@ -146,15 +146,13 @@ class Signals:
         target = np.full(n, np.nan)
         target[se] = -1.0
         target[le] = 1.0
-        # Exits depend on the side held, so walk the (few) exit bars in order, not every bar.
-        exit_bars = np.flatnonzero((lx | sx) & ~(le | se))
-        entry_bars = np.flatnonzero(le | se)
-        entry_sides = target[entry_bars]
-        for i in exit_bars.tolist():
-            k = int(np.searchsorted(entry_bars, i)) - 1
-            side = 0.0 if k < 0 else entry_sides[k]
-            if (side > 0 and lx[i]) or (side < 0 and sx[i]):
-                target[i] = 0.0
+        # An exit acts on the side of the last entry before it: carry that side forward.
+        entry = le | se
+        last = np.maximum.accumulate(np.where(entry, np.arange(n), -1))
+        before = np.full(n, -1)
+        before[1:] = last[:-1]
+        side = np.where(before >= 0, target[np.maximum(before, 0)], 0.0)
+        target[~entry & (((side > 0) & lx) | ((side < 0) & sx))] = 0.0
         return cls(target)
 
 

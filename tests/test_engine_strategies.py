@@ -184,3 +184,14 @@ def test_indicators_stay_precise_on_long_drifting_series() -> None:
     # a moving average is bit-identical however it is requested (ties between averages stay ties)
     f, s = smas(close, 10, 20)
     assert np.array_equal(f, sma(close, 10), equal_nan=True) and np.array_equal(s, sma(close, 20), equal_nan=True)
+
+
+def test_rolling_extremes_match_pandas() -> None:
+    import pandas as pd
+
+    from engine.indicators import rolling_max, rolling_min
+
+    x = random_bars(10_007, seed=4).close
+    for n in (1, 2, 7, 20, 500):
+        assert np.array_equal(rolling_max(x, n), pd.Series(x).rolling(n).max(), equal_nan=True)
+        assert np.array_equal(rolling_min(x, n), pd.Series(x).rolling(n).min(), equal_nan=True)
