@@ -267,10 +267,13 @@ class QmxClient:
             return
         if kind == "subscription_confirmed":
             topic = str(msg.get("topic"))
-            if msg.get("recovered") is False:
-                # The gap is gone (or the daemon restarted): accept its seq from here on.
-                self.last_seq.pop(topic, None)
             self._settle(("subscribe", topic), msg)
+            if msg.get("recovered") is False:
+                # The gap is gone (or the daemon restarted): accept its seq from here on, and
+                # tell the application that it should reload state over REST.
+                await self._emit(msg)
+                await self._emit({"type": "gap", "topic": topic, "since": self.last_seq.pop(topic, None)})
+                return
         elif isinstance(msg.get("seq"), int):
             topic = frame_topic(msg, self.topics)
             if msg["seq"] <= self.last_seq.get(topic, -1):

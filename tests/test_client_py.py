@@ -44,6 +44,7 @@ class Proxy:
         self.stall = False  # keep sockets open but swallow every byte, like a dead network path
         self.connections = 0
         self.writers: set[asyncio.StreamWriter] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
         self.server: asyncio.base_events.Server | None = None
 
     async def start(self) -> str:
@@ -55,6 +56,9 @@ class Proxy:
             writer.close()
             return
         self.connections += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
         self.writers |= {writer, up_writer}
 
@@ -77,6 +81,9 @@ class Proxy:
 
     async def close(self) -> None:
         self.cut()
+        pending = [t for t in self.tasks if not t.done()]
+        if pending:  # let the pipes see their sockets die rather than being cancelled
+            await asyncio.wait(pending, timeout=2)
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
@@ -160,6 +167,34 @@ async def _reconnect(daemon: dict[str, Any]) -> None:
             assert mine[0] == "backtest_start", "missed events were replayed from the start of the run"
             seqs = [e["seq"] for e in events if "seq" in e]
             assert seqs == sorted(set(seqs)), "no duplicates, in order"
+    finally:
+        await proxy.close()
+
+
+def test_a_restarted_server_is_a_gap_not_a_silence(daemon: dict[str, Any], daemon_factory: Any) -> None:
+    """Behind one URL the server is replaced by a fresh one whose seq starts again at 1."""
+    asyncio.run(_restart(daemon, daemon_factory()))
+
+
+async def _restart(old: dict[str, Any], new: dict[str, Any]) -> None:
+    proxy = Proxy(old["port"])
+    url = await proxy.start()
+    try:
+        async with QmxClient(url, initial_delay=0.05, max_delay=0.2) as c:
+            await c.subscribe("backtest")
+            first = await c.submit_backtest(**SMALL)
+            await _until(c, lambda e: e.get("type") == "backtest_complete" and e["data"]["backtest_id"] == first)
+            before = c.last_seq["backtest"]
+            proxy.port = new["port"]
+            proxy.cut()
+            events = await _until(c, lambda e: e.get("type") == "gap")
+            assert events[-1] == {"type": "gap", "topic": "backtest", "since": before}
+            second = await c.submit_backtest(**SMALL)  # through the proxy: lands on the new server
+            events = await _until(c, lambda e: e.get("type") == "backtest_complete"
+                                  and e["data"]["backtest_id"] == second)
+            seqs = [e["seq"] for e in events if "seq" in e]
+            assert seqs[0] == 1 < before, "the new server's numbering is accepted, not dropped as seen"
+            assert [e["type"] for e in events if "seq" in e][0] == "backtest_start"
     finally:
         await proxy.close()
 
