@@ -407,3 +407,66 @@ def test_stop_interrupts_running_runs_and_a_restart_keeps_every_finished_run(
         assert d2.store.get_run(bid)["status"] == "interrupted"
     assert {r["backtest_id"] for r in d2.store.list_runs()} == {done, running, *queued}
     assert [r["backtest_id"] for r in d2.store.list_runs("completed")] == [done]
+
+
+KILLED = """
+import sys, time
+sys.path.insert(0, sys.argv[3])
+from actors import Daemon
+
+if __name__ == "__main__":
+    d = Daemon(sys.argv[1], 2, lambda batch: None, children=[])
+    d.start()
+    done = d.submit_backtest({"symbol": "SYNTH", "timeframe": "H1", "start_date": "2020-01-01",
+                              "end_date": "2020-03-31"})
+    while d.store.get_run(done)["status"] != "completed":
+        time.sleep(0.02)
+    running = d.submit_backtest({"symbol": "SYNTH", "timeframe": "H1", "start_date": "2020-01-01",
+                                 "end_date": "2020-03-31", "strategy": sys.argv[2] + ":Slow",
+                                 "params": {"delay": 0.01}})
+    while d.store.get_run(running)["status"] != "running":
+        time.sleep(0.02)
+    print(done, running, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_kill_9_of_the_daemon_process_ends_its_children_and_a_restart_keeps_the_runs(
+        tmp_path: Path, own: list[Daemon], strategies: Path) -> None:
+    import subprocess
+    import sys
+
+    import psutil
+
+    script = tmp_path / "killed_daemon.py"
+    script.write_text(KILLED)
+    data = tmp_path / "data"
+    proc = subprocess.Popen([sys.executable, str(script), str(data), str(strategies), str(REPO)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    children: list[psutil.Process] = []
+    try:
+        assert proc.stdout is not None
+        done, running = proc.stdout.readline().split()
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        proc.wait(10)
+
+        def gone() -> bool:
+            return all(not c.is_running() or c.status() == psutil.STATUS_ZOMBIE for c in children)
+
+        eventually(gone, timeout=5)  # orphaned children notice and exit by themselves
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for c in children:
+            if c.is_running():
+                c.kill()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    d, _ = _start(data)
+    own.append(d)
+    assert d.store is not None and d.interrupted_at_start == [running]
+    run = d.store.get_run(done)
+    assert run["status"] == "completed" and run["results"]["trades"] and run["metrics"]["total_trades"] > 0
+    assert d.store.get_run(running)["status"] == "interrupted"
