@@ -97,10 +97,17 @@ def _rolling_extreme(x: np.ndarray, period: int, op: np.ufunc, pad: float) -> np
         return out
     blocks = np.full(-(-n // period) * period, pad)
     blocks[:n] = x
-    blocks = blocks.reshape(-1, period)
-    head = op.accumulate(blocks, axis=1).reshape(-1)
-    tail = op.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].reshape(-1)
-    out[period - 1:] = op(tail[: n - period + 1], head[period - 1:n])
+    head = blocks.reshape(-1, period)
+    if period > 256:  # long rows: accumulate along them
+        tail = op.accumulate(head[:, ::-1], axis=1)[:, ::-1]
+        head = op.accumulate(head, axis=1)
+    else:  # short rows: column by column, each step one vector op over all blocks (faster)
+        tail = head.copy()
+        for k in range(1, period):
+            op(head[:, k - 1], head[:, k], out=head[:, k])
+            j = period - 1 - k
+            op(tail[:, j + 1], tail[:, j], out=tail[:, j])
+    out[period - 1:] = op(tail.reshape(-1)[: n - period + 1], head.reshape(-1)[period - 1:n])
     return out
 
 
