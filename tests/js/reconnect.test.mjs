@@ -78,13 +78,14 @@ test('after the server drops the socket the client reconnects, resubscribes and 
 
 test('a missing pong forces a reconnect; a manual disconnect never reconnects', async () => {
   const proxy = await startProxy(QMX_URL);
-  const client = new WebSocketClient(proxy.url, { ...FAST, pingIntervalMs: 100, pongTimeoutMs: 300 });
+  // Generous pong timeout: a loaded CI machine must not look like a dead connection.
+  const client = new WebSocketClient(proxy.url, { ...FAST, pingIntervalMs: 150, pongTimeoutMs: 1500 });
   const lifecycle = [];
   for (const t of ['close', 'reconnecting', 'reconnected']) client.on(t, (e) => lifecycle.push(e));
   try {
     await client.connect();
     await client.subscribe('trading');
-    await new Promise((r) => setTimeout(r, 350)); // pings answered: no reconnect
+    await new Promise((r) => setTimeout(r, 500)); // several pings answered: no reconnect
     assert.equal(lifecycle.length, 0, JSON.stringify(lifecycle));
     proxy.mode = 'stall'; // the socket stays open but nothing comes back
     await eventually(() => lifecycle.some((e) => e.type === 'close' && e.reason === 'pong timeout'), 5000);
