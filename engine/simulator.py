@@ -96,7 +96,8 @@ class _Book:
                 units = self.units
                 if self.sizer is not None:
                     units = self._sized(i, want)
-                    if units <= 0:
+                    if not units > 0:  # 0, negative or NaN: no entry
+                        units = 0.0
                         self.skipped.append((i, want))
         if self.side:
             self.close(i + 1, float(self.o[i + 1]), SIGNAL)
