@@ -137,3 +137,27 @@ def test_server_run_equals_local_run(daemon: dict, tmp_path: Path) -> None:
     for key in ("final_balance", "total_trades", "win_rate", "sharpe_ratio", "drawdown", "return_pct"):
         assert r["metrics"][key] == l_[key], key
     assert r["results"]["trades"] == l_["results"]["trades"]
+
+
+def test_progress_bar_on_a_terminal_and_lines_otherwise() -> None:
+    import io
+
+    from engine.progress import Progress
+    from server.cli_backtest import ProgressPrinter
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        printer = ProgressPrinter(stream)
+        for done in (0, 450, 500, 1000):
+            printer(Progress(done, 1000, "2023-06-15", done // 100, 12.5))
+        printer.clear()
+    assert "\r[###############...............]  50.0%  2023-06-15  trades 5  pnl 12.50" in tty.getvalue()
+    assert tty.getvalue().endswith("\r")  # cleared before the table is printed
+    assert pipe.getvalue().splitlines() == ["progress 0% (0/1000 bars, 0 trades)",
+                                            "progress 45% (450/1000 bars, 4 trades)",
+                                            "progress 50% (500/1000 bars, 5 trades)",
+                                            "progress 100% (1000/1000 bars, 10 trades)"]
