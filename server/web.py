@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from server import openapi
 from server.keys import store_of
 from server.report import render_report
 
@@ -37,8 +39,21 @@ async def report(request: web.Request) -> web.Response:
     return web.Response(text=html, content_type="text/html", charset="utf-8")
 
 
+#: OpenAPI description of the report endpoint (merged into ``GET /api/openapi.json``).
+REPORT_DETAILS: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/api/backtests/{id}/report"): {
+        "summary": "Self-contained HTML report of a completed backtest (inline CSS/SVG, no external URLs)",
+        "responses": {
+            "200": {"description": "the report", "content": {"text/html": {"schema": {"type": "string"}}}},
+            **openapi._errors(404, 409, 503),
+        },
+    },
+}
+
+
 def setup_routes(app: web.Application) -> None:
     """Add ``GET /``, ``/static/...`` and ``GET /api/backtests/{id}/report``."""
+    openapi.DETAILS.update(REPORT_DETAILS)
     app.router.add_get("/", dashboard)
     app.router.add_get("/api/backtests/{id}/report", report)
     # .mjs/.d.ts need no special types; show_index off so the directory is not listed.
