@@ -287,6 +287,12 @@ def test_sweep_is_split_over_the_workers_and_stored_ranked(shared: tuple[Daemon,
     stored = d.store.get_sweep(sid)
     assert stored["status"] == "completed" and stored["results"]["results"] == done["data"]["results"]
     assert stored["grid"] == {"fast": [5, 10, 30], "slow": [20, 50]}
+    bad = d.submit_sweep(dict(FAST), {"fast": [50], "slow": [10]}, "sharpe_ratio")  # none valid
+    err = eventually(lambda: next((m for m in col.messages() if m["type"] == "sweep_error"
+                                   and m["data"]["sweep_id"] == bad), None))
+    assert set(err["data"]) == {"sweep_id", "error", "error_details", "timestamp"}
+    assert err["data"]["error"].startswith("Invalid grid") and "no valid combination" in err["data"]["error"]
+    assert d.store.get_sweep(bad)["status"] == "failed"
 
 
 def test_bad_arguments_are_refused_naming_the_argument(shared: tuple[Daemon, Collector], tmp_path: Path) -> None:
