@@ -258,7 +258,8 @@ def format_result(result: Mapping[str, Any]) -> str:
     lines: list[str] = []
     if data.get("synthetic"):
         lines += ["*" * 64, "***  SYNTHETIC DATA: generated prices, not a real market  ***", "*" * 64]
-    lines.append(f"{cfg.get('strategy')} {cfg.get('params') or ''} [{cfg.get('variant')}] on "
+    params = " ".join(f"{k}={v}" for k, v in (cfg.get("params") or {}).items())
+    lines.append(f"{cfg.get('strategy')}{' ' + params if params else ''} [{cfg.get('variant')}] on "
                  f"{data.get('symbol')} {data.get('timeframe')}  {data.get('start', '')[:10]} .. "
                  f"{data.get('end', '')[:10]}  ({data.get('bars')} bars, {data.get('source')})")
     if str(cfg.get("variant", "")).endswith("_full"):
