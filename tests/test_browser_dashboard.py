@@ -76,6 +76,23 @@ def test_start_a_backtest_and_watch_it_complete(page: Any, daemon: dict[str, Any
     assert page.errors == []  # type: ignore[attr-defined]
 
 
+def test_cancel_a_running_backtest(page: Any, daemon: dict[str, Any]) -> None:
+    page.goto(daemon["url"] + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    page.select_option("#f-symbol", "SYNTH")
+    page.select_option("#f-timeframe", "M1")  # ~750k bars: long enough to cancel
+    page.select_option("#f-variant", "vanilla")
+    page.click("#bt-submit")
+    page.wait_for_selector("#runs-table tbody tr button.cancel")
+    run_id = page.locator("#runs-table tbody tr").first.get_attribute("data-id")
+    page.locator("#runs-table tbody tr").first.locator("button.cancel").click()
+    page.wait_for_function(
+        "id => document.querySelector(`#runs-table tr[data-id='${id}'] .status`).textContent === 'cancelled'",
+        arg=run_id)
+    assert page.locator(f"#runs-table tr[data-id='{run_id}'] button.cancel").count() == 0
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
 def test_start_a_bot_and_press_the_kill_switch(page: Any, daemon_factory: Any) -> None:
     daemon = daemon_factory()  # its own daemon: the kill switch halts all trading on it
     page.goto(daemon["url"] + "/")

@@ -153,6 +153,9 @@ function renderRun(run) {
       h('div', { class: 'fill', style: `width:${pct}%` })), h('span', { class: 'pct' }, `${pct.toFixed(1)}%`)),
     h('td', {}, fmt(run.trades)),
     h('td', {}, signed(run.pnl)),
+    h('td', {}, run.status === 'queued' || run.status === 'running'
+      ? h('button', { type: 'button', class: 'small cancel', title: 'cancel this run', onclick: (e) => { e.stopPropagation(); cancelRun(run.id); } }, 'Cancel')
+      : ''),
   ];
   if (!tr) {
     tr = h('tr', { 'data-id': run.id, onclick: () => select(run.id) });
@@ -184,6 +187,15 @@ function onBacktestEvent(msg) {
       if (state.selected === id) loadDetail(id);
       break;
     default:
+  }
+}
+
+async function cancelRun(id) {
+  try {
+    await api(`/api/backtests/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    upsertRun(id, { status: 'cancelling' });
+  } catch (err) {
+    $('#bt-error').textContent = err.message;
   }
 }
 
