@@ -37,6 +37,7 @@ BATCH_AGE = 0.003
 OUTBOX_MAXSIZE = 1024  # batches waiting in one child's outbox queue
 INBOX_MAXSIZE = 2048  # commands (or log batches for the log process) waiting in one inbox
 PENDING_LIMIT = 50_000  # messages waiting in one child before droppable ones are discarded
+LOG_RECORDS_PER_S = 5_000  # log records one child sends per second; the rest are counted
 
 log = logging.getLogger("actors.process")
 
@@ -209,18 +210,36 @@ def record_dict(record: logging.LogRecord, process_name: str) -> dict[str, Any]:
 class RecordHandler(logging.Handler):
     """Hands each record, as :func:`record_dict`, to ``sink``; never blocks or raises.
 
-    ``sink`` returns False when it had to drop the record (a full queue); drops are counted in
-    ``dropped`` and the count rides along on the next record that gets through.
+    At most ``max_per_second`` records a second go out (a strategy that logs on every bar of a
+    million-bar run must not flood the daemon); the rest, and any the ``sink`` refuses (it
+    returns False when a queue is full), are dropped and counted in ``dropped``. The count rides
+    along on the next record that gets through, so the loss shows in the log file.
     """
 
-    def __init__(self, sink: Callable[[dict[str, Any]], bool], process_name: str) -> None:
+    def __init__(self, sink: Callable[[dict[str, Any]], bool], process_name: str,
+                 max_per_second: int | None = None) -> None:
         super().__init__()
         self._sink = sink
         self._process = process_name
+        self._limit = max_per_second
+        self._window = 0.0
+        self._in_window = 0
         self.dropped = 0
+
+    def _allow(self) -> bool:
+        if self._limit is None:
+            return True
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            self._window, self._in_window = now, 0
+        self._in_window += 1
+        return self._in_window <= self._limit
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            if not self._allow():
+                self.dropped += 1
+                return
             item = record_dict(record, self._process)
             item["dropped"] = self.dropped
             if self._sink(item):
@@ -283,7 +302,7 @@ def child_entry(ctx: ChildContext) -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    handler = RecordHandler(io.log_record, label)
+    handler = RecordHandler(io.log_record, label, LOG_RECORDS_PER_S)
     root.addHandler(handler)
     root.setLevel(ctx.log_level)
     module, _, func = ctx.target.partition(":")

@@ -255,3 +255,27 @@ def test_log_actor_maps_records_to_spec_entries_rate_limits_and_forwards_barrier
     text = (tmp_path / "logs" / "qmx.log").read_text()
     assert "simulator.opened:12 m" in text and text.count("\n") >= lp.STREAM_LIMIT_PER_S + 50
     assert "not streamed" in text and "[test-0]" in text  # the loss is reported, not silent
+
+
+def test_record_handler_caps_records_per_second_and_reports_the_drops() -> None:
+    import logging
+
+    from actors.process import RecordHandler
+
+    got: list[dict[str, Any]] = []
+    handler = RecordHandler(lambda rec: got.append(rec) or True, "worker-0", max_per_second=10)
+    logger = logging.getLogger("backtest.flood")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for n in range(25):
+            logger.warning("record %d", n)
+        assert len(got) == 10 and handler.dropped == 15
+        assert got[0]["message"] == "record 0" and got[0]["processName"] == "worker-0"
+        assert got[0]["module"] == "test_actors_units" and got[0]["lineno"] > 0
+        handler._window -= 1.0  # the next second starts
+        logger.warning("after")
+        assert got[-1]["message"] == "after" and got[-1]["dropped"] == 15 and handler.dropped == 0
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
