@@ -87,6 +87,10 @@ test('subscribe and unsubscribe are confirmed; bad input gets an error frame', a
     client.disconnect();
   }
   assert.throws(() => client.subscribe('news'), /`topic` must be one of/);
+  const { toWebSocketUrl } = await import('../../server/static/ws-client.js');
+  assert.equal(toWebSocketUrl('http://h:8000'), 'ws://h:8000/ws');
+  assert.equal(toWebSocketUrl('https://h/qmx/'), 'wss://h/qmx/ws');
+  assert.equal(toWebSocketUrl('ws://h:1/ws'), 'ws://h:1/ws');
   assert.throws(() => new WebSocketClient('ftp://x'), /http, https, ws, wss/);
   assert.throws(() => new WebSocketClient(QMX_URL, { retries: 3 }), /unknown option "retries"/);
 });
