@@ -101,6 +101,10 @@ def _clean(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _number(x: float | None) -> float:
+    return 0.0 if x is None else float(x)
+
+
 def summarise(bars: Bars, sim: SimResult, config: BacktestConfig) -> dict[str, Any]:
     """Metrics and JSON results of a simulation (the `backtest_complete` shape, no duration)."""
     m = compute_metrics(bars.time, bars.close, sim.equity, pnl=sim.pnl, return_pct=sim.return_pct,
@@ -119,13 +123,15 @@ def summarise(bars: Bars, sim: SimResult, config: BacktestConfig) -> dict[str, A
         "blocked_entries": len(sim.blocked_entries),
         "engine_path": sim.path,
     }
+    # The spec types these fields as numbers: an undefined statistic (no trades, flat equity) is
+    # reported as 0 here and stays null in results.metrics, where "undefined" can be told apart.
     return {
-        "final_balance": metrics["equity_final"],
-        "total_trades": metrics["total_trades"],
-        "win_rate": metrics["win_rate"],
-        "sharpe_ratio": metrics["sharpe_ratio"],
-        "drawdown": metrics["max_drawdown_pct"],
-        "return_pct": metrics["return_pct"],
+        "final_balance": _number(metrics["equity_final"]),
+        "total_trades": int(metrics["total_trades"] or 0),
+        "win_rate": _number(metrics["win_rate"]),
+        "sharpe_ratio": _number(metrics["sharpe_ratio"]),
+        "drawdown": _number(metrics["max_drawdown_pct"]),
+        "return_pct": _number(metrics["return_pct"]),
         "duration_seconds": 0.0,
         "results": results,
     }

@@ -48,9 +48,12 @@ def test_dates_cut_given_bars() -> None:
     assert out["results"]["data"]["end"].startswith("2017-06-30")
 
 
-def test_no_trades_gives_none_not_nan() -> None:
+def test_no_trades_keeps_spec_fields_numeric_and_metrics_null() -> None:
     out = run_backtest(parse_config({"symbol": "TEST"}), bars=make_bars([1.0] * 50))
-    assert out["total_trades"] == 0 and out["win_rate"] is None and out["sharpe_ratio"] is None
+    # The spec types win_rate / sharpe_ratio as numbers; "undefined" lives in results.metrics.
+    assert out["total_trades"] == 0 and out["win_rate"] == 0.0 and out["sharpe_ratio"] == 0.0
+    assert out["results"]["metrics"]["win_rate"] is None
+    assert out["results"]["metrics"]["sharpe_ratio"] is None
     assert out["final_balance"] == 10_000.0 and out["drawdown"] == 0.0
     json.dumps(out, allow_nan=False)
 
