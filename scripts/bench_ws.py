@@ -164,8 +164,10 @@ def post(port: int, path: str, body: dict[str, Any]) -> Any:
 
 
 def stalled_client(port: int, topic: str) -> socket.socket:
-    """Handshake, subscribe, then never read."""
-    sock = socket.create_connection(("127.0.0.1", port))
+    """Handshake, subscribe, then never read (with a tiny receive buffer, so it backs up soon)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall((f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
@@ -184,6 +186,26 @@ def _pct(values: list[int], q: float) -> float:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] / 1e6
+
+
+def _ws_stats(port: int) -> dict[str, int]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=30) as r:
+            return dict(json.loads(r.read())["websocket"])
+    except (OSError, KeyError, ValueError):
+        return {}  # the bare server has no health endpoint
+
+
+def _backed_up_client(port: int, path: str) -> socket.socket:
+    """A stalled subscriber that is already backed up: its kernel buffers are full and frames
+    wait in the server's queue for it (a fill burst it alone receives, ~6 MB)."""
+    sock = stalled_client(port, "bench")
+    time.sleep(0.3)
+    post(port, path, {"count": 3000, "rate": None, "size": 2000})
+    deadline = time.monotonic() + 30
+    while _ws_stats(port).get("backed_up", 1) < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return sock
 
 
 def _cpu(pid: int) -> float:
@@ -212,7 +234,8 @@ def scenarios(server: tuple[int, int], n: int, procs: int, path: str,
               stalled: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     port = server[0]
-    sock = stalled_client(port, "bench") if stalled else None
+    sock = _backed_up_client(port, path) if stalled else None
+    before = _ws_stats(port)
     clients = Clients(f"http://127.0.0.1:{port}/ws", n, procs)
     try:
         time.sleep(0.5)
@@ -220,6 +243,9 @@ def scenarios(server: tuple[int, int], n: int, procs: int, path: str,
         out["throughput"] = run_burst(clients, n, server, path, burst, None)
         rate = 20_000 / n  # 20k deliveries/s in total
         out["latency@20k/s"] = run_burst(clients, n, server, path, int(rate * 5), rate)
+        if stalled:
+            out["note"] = (f"stalled client backed up before: {before}; after: {_ws_stats(port)} "
+                           "(a client that never reads is also closed by the 20 s heartbeat)")
     finally:
         clients.close()
         if sock is not None:
@@ -285,10 +311,13 @@ def _server(name: str) -> Iterator[tuple[int, int]]:
 
 
 def _print(title: str, res: dict[str, Any]) -> None:
+    note = res.pop("note", None)
     for name, r in res.items():
         print(f"{title:<36} {name:<14} {r['per_s']:>8,.0f} deliveries/s  p50 {r['p50_ms']:6.1f} ms  "
               f"p99 {r['p99_ms']:6.1f} ms  server CPU {r['cpu_us']:5.1f} us/delivery  "
               f"({r['delivered']:,}/{r['expected']:,} received)", flush=True)
+    if note:
+        print(f"  {note}", flush=True)
 
 
 # ---------------------------------------------------------------- bare aiohttp reference

@@ -295,6 +295,7 @@ async def get_health(request: web.Request) -> web.Response:
     health = dict(daemon_of(request.app).health())
     health.update(version=ver, uptime_seconds=round(time.monotonic() - request.app[STARTED], 3),
                   websocket={"clients": len(hub.clients),
+                             "backed_up": sum(1 for c in list(hub.clients.values()) if c.queued),
                              "overflow_disconnects": hub.overflow_disconnects})
     health.setdefault("status", "ok")
     return web.json_response(health)

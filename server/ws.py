@@ -15,13 +15,14 @@ Wire protocol (``../shared/spec/websocket-api.md`` plus compatible additions):
 
 Flow control: each event is encoded once and framed once (:func:`wire_frame`); each client has
 a bounded send queue of :data:`SEND_QUEUE_LIMIT` frames (shared bytes, so a full queue costs
-pointers, not copies). While a client keeps up, the frames of a batch are written to its socket
-in one ``transport.write``; once its socket buffer passes :data:`WRITE_HIGH_WATER`, the client's
-own writer task waits for the socket to drain and then writes whatever has queued meanwhile.
-A client whose queue overflows (it stopped reading) is closed with :data:`CLOSE_QUEUE_OVERFLOW`
-``"send queue overflow"``; if even the close frame cannot be written within a second, its TCP
-connection is aborted. Others are never slowed: nothing ever waits on a slow client's socket
-except that client's writer task.
+pointers, not copies). While a client keeps up, the frames of a batch go to its socket in one
+``transport.write``, as long as the socket holds less than :data:`WRITE_HIGH_WATER` unsent
+bytes; the rest wait in the queue for the client's own writer task, which writes whenever the
+socket drains. A client whose queue overflows (it stopped reading) is closed with
+:data:`CLOSE_QUEUE_OVERFLOW` ``"send queue overflow"``; if even the close frame cannot be
+written within a second, its TCP connection is aborted. So a stalled client holds at most its
+socket buffers plus its queue of shared frames, and nothing ever waits on its socket except its
+own writer task.
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ SEND_QUEUE_LIMIT = 8192
 CLOSE_QUEUE_OVERFLOW = 4001
 #: Bytes buffered in the transport above which writes wait for the socket (asyncio's default).
 WRITE_HIGH_WATER = 64 * 1024
+#: Seconds after a socket closed at which its connection is reset if bytes are still unsent.
+ABORT_AFTER_S = 2.0
 #: Seconds between server pings; a client that does not answer one within half of this is closed.
 HEARTBEAT_S = 20.0
 
@@ -180,8 +183,11 @@ class Client:
         self.stream = request.writer  # its drain() waits while the transport is paused
         self.closed = False
         self._queue: collections.deque[bytes] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        loop = asyncio.get_running_loop()
+        # Pending while the writer task is idle; done while it has work (then flush leaves the
+        # queue to it). Created here so frames queued before the task first runs still wake it.
+        self._waiter: asyncio.Future[None] = loop.create_future()
+        self._writer = loop.create_task(self._write_loop())
 
     def enqueue(self, frame: bytes) -> int:
         """Queue a wire frame: 1 if it is the first one waiting, 2 if others wait, 0 if full."""
@@ -199,37 +205,53 @@ class Client:
         return True
 
     def flush(self) -> None:
-        """Write everything queued in one go if the socket takes it, else wake the writer."""
-        queue, transport = self._queue, self.transport
-        if not queue or self.closed or self.ws.closed:
-            return
-        if transport is not None and transport.get_write_buffer_size() < WRITE_HIGH_WATER:
-            if not transport.is_closing():
-                transport.write(queue[0] if len(queue) == 1 else b"".join(queue))
+        """Write what the socket takes now (up to :data:`WRITE_HIGH_WATER` buffered bytes) in one
+        ``transport.write``; leave the rest to the writer task, which waits for the socket."""
+        queue, transport, waiter = self._queue, self.transport, self._waiter
+        if not queue or self.closed or waiter.done():
+            return  # nothing to do, closing, or the writer task is already on it
+        if transport is None or transport.is_closing() or self.ws.closed:
             queue.clear()
             return
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
+        room = WRITE_HIGH_WATER - transport.get_write_buffer_size()
+        if room > 0:
+            self._write_some(transport, room)
+        if queue:
             waiter.set_result(None)
+
+    def _write_some(self, transport: Any, room: int) -> None:
+        """Write queued frames up to about ``room`` bytes (at least one) as one write."""
+        queue = self._queue
+        first = queue.popleft()
+        if not queue or len(first) >= room:
+            transport.write(first)
+            return
+        parts, size = [first], len(first)
+        while queue and size < room:
+            frame = queue.popleft()
+            parts.append(frame)
+            size += len(frame)
+        transport.write(b"".join(parts))
 
     @property
     def queued(self) -> int:
-        """Frames waiting to be written."""
+        """Frames waiting for the socket."""
         return len(self._queue)
 
     async def _write_loop(self) -> None:
         queue, loop = self._queue, asyncio.get_running_loop()
         try:
             while True:
-                self._waiter = loop.create_future()
                 await self._waiter
                 while queue and not self.closed:
-                    await self.stream.drain()  # returns at once unless the socket is backed up
-                    if self.transport is None or self.transport.is_closing() or self.ws.closed:
+                    await self.stream.drain()  # waits while the transport is paused (backed up)
+                    transport = self.transport
+                    if transport is None or transport.is_closing() or self.ws.closed:
                         queue.clear()
                         return
-                    self.transport.write(b"".join(queue))
-                    queue.clear()
+                    room = WRITE_HIGH_WATER - transport.get_write_buffer_size()
+                    self._write_some(transport, room)
+                self._waiter = loop.create_future()
         except ConnectionError:
             pass  # the peer went away; the reader loop notices and unregisters us
 
@@ -355,7 +377,15 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
                 break
     finally:
         hub.unregister(client)
+        if request.transport is not None:
+            asyncio.get_running_loop().call_later(ABORT_AFTER_S, _abort_if_stuck, request.transport)
     return ws
+
+
+def _abort_if_stuck(transport: Any) -> None:
+    """A closed socket whose peer never reads keeps its unsent bytes forever: drop them."""
+    if transport.is_closing() and transport.get_write_buffer_size() > 0:
+        transport.abort()
 
 
 def setup_routes(app: web.Application) -> None:
