@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from aiohttp import BodyPartReader, web
 
+from actors.runstore import FINAL_STATUSES, STATUSES as RUN_STATUSES
 from server import openapi
 from server.keys import DATA_DIR, DIAGNOSTICS, HUB, STARTED, daemon_of, store_of
 
@@ -20,9 +21,9 @@ T = TypeVar("T")
 
 #: Most rows a list endpoint returns (newest first).
 LIST_LIMIT = 200
-#: Run statuses (``actors.runstore.STATUSES``) and the ones after which a run cannot be cancelled.
-STATUSES: tuple[str, ...] = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
-FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled", "interrupted"})
+#: Run statuses, and the ones after which a run cannot be cancelled.
+STATUSES: tuple[str, ...] = RUN_STATUSES
+FINISHED: frozenset[str] = FINAL_STATUSES
 _SWEEP_ONLY_FIELDS = ("grid", "objective")
 
 
@@ -30,7 +31,7 @@ def json_error(status: int, message: str, **extra: Any) -> web.HTTPException:
     """An HTTP error whose body is ``{"error": message, **extra}``."""
     body = json.dumps({"error": message, **extra})
     exc_type = {400: web.HTTPBadRequest, 404: web.HTTPNotFound, 409: web.HTTPConflict,
-                413: web.HTTPBadRequest, 422: web.HTTPUnprocessableEntity}[status]
+                422: web.HTTPUnprocessableEntity}[status]
     return exc_type(text=body, content_type="application/json")
 
 
@@ -130,7 +131,7 @@ async def post_backtest(request: web.Request) -> web.Response:
 
 
 async def list_backtests(request: web.Request) -> web.Response:
-    """Newest first, at most :data:`LIST_LIMIT`; ``?status=`` filters."""
+    """List backtests, newest first (at most 200); ``?status=`` filters."""
     status = _status_query(request)
     runs = await _blocking(store_of(request.app).list_runs, status, LIST_LIMIT)
     return web.json_response({"backtests": runs})
@@ -207,7 +208,7 @@ async def post_sweep(request: web.Request) -> web.Response:
 
 
 async def list_sweeps(request: web.Request) -> web.Response:
-    """Newest first; ``?status=`` filters."""
+    """List sweeps, newest first (at most 200); ``?status=`` filters."""
     status = _status_query(request)
     sweeps = await _blocking(store_of(request.app).list_sweeps, status, LIST_LIMIT)
     return web.json_response({"sweeps": sweeps})

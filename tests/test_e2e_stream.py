@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from typing import Any
 
 import pytest
@@ -112,30 +111,34 @@ def test_spec_python_client_sees_the_whole_run_with_spec_fields(daemon: Daemon) 
     assert run["metrics"]["final_balance"] == done["final_balance"]
 
 
-async def _interval(daemon: Daemon, ids: list[str], ws_url: str) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {}
+async def _run_order(daemon: Daemon, count: int, **changes: Any) -> tuple[list[str], list[tuple[str, str]]]:
+    """Submit ``count`` runs while subscribed to `backtest`; (ids, [(event type, id)] in seq order)."""
+    order: list[tuple[str, str]] = []
     # max_size=None: a long M5 run's backtest_complete carries every trade (over 1 MiB)
-    async with websockets.connect(ws_url, max_size=None) as ws:
-        for bid in ids:
-            await ws.send(json.dumps({"action": "subscribe", "topic": f"backtest:{bid}", "since": 0}))
-        while len([b for b in times if len(times[b]) == 2]) < len(ids):
+    async with websockets.connect(daemon["ws_url"], max_size=None) as ws:
+        await ws.send(json.dumps({"action": "subscribe", "topic": "backtest"}))
+        assert json.loads(await ws.recv())["type"] == "subscription_confirmed"
+        ids = [await _post(daemon, **changes) for _ in range(count)]
+        finished: set[str] = set()
+        while finished < set(ids):
             event = json.loads(await asyncio.wait_for(ws.recv(), 60))
             bid = event.get("data", {}).get("backtest_id")
-            if event["type"] == "backtest_start":
-                times.setdefault(bid, []).insert(0, time.monotonic())
-            elif event["type"] in ("backtest_complete", "backtest_error"):
-                assert event["type"] == "backtest_complete", event
-                times.setdefault(bid, []).append(time.monotonic())
-    return times
+            if bid in ids and event["type"] in ("backtest_start", "backtest_complete", "backtest_error"):
+                assert event["type"] != "backtest_error", event
+                order.append((event["type"], bid))
+                if event["type"] == "backtest_complete":
+                    finished.add(bid)
+    return ids, order
 
 
 def test_two_backtests_run_in_parallel_on_two_workers(daemon: Daemon) -> None:
     # Long enough (M5, two years) that two sequential runs could not overlap by accident.
-    ids = [submit(daemon, timeframe="M5", start_date="2021-01-01", end_date="2022-12-31")
-           for _ in range(2)]
-    times = asyncio.run(_interval(daemon, ids, daemon["ws_url"]))
-    (s1, e1), (s2, e2) = times[ids[0]], times[ids[1]]
-    assert s2 < e1 and s1 < e2, times  # the running intervals overlap
+    ids, order = asyncio.run(_run_order(daemon, 2, timeframe="M5", start_date="2021-01-01",
+                                        end_date="2022-12-31"))
+    a, b = ids
+    # both started before either completed: the running intervals overlap
+    assert order.index(("backtest_start", b)) < order.index(("backtest_complete", a)), order
+    assert order.index(("backtest_start", a)) < order.index(("backtest_complete", b)), order
 
 
 def test_a_trading_subscriber_sees_no_backtest_events(daemon: Daemon) -> None:
