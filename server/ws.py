@@ -278,6 +278,8 @@ class Hub:
         self.overflow_disconnects = 0
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: collections.deque[list[tuple[Any, tuple[int, ...]]]] = collections.deque()
+        self._hop_pending = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -287,15 +289,30 @@ class Hub:
     def deliver(self, batch: list[tuple[Any, tuple[int, ...]]]) -> None:
         """Thread-safe: queue each ``(frame, client_ids)`` pair for its clients.
 
-        Called from the daemon's connection-manager thread; one loop hop per batch.
+        Called from the daemon's connection-manager thread. At most one loop hop per batch:
+        batches that arrive while a hop is pending ride along with it, in order, so a busy loop
+        handles them together (and writes each client's share with one write).
         """
         loop = self._loop
         if loop is None:
             return
+        self._pending.append(batch)  # deque.append/popleft are atomic: no lock needed
+        if self._hop_pending:
+            return
+        self._hop_pending = True
         try:
-            loop.call_soon_threadsafe(self._dispatch, batch)
+            loop.call_soon_threadsafe(self._dispatch_pending)
         except RuntimeError:
             pass  # the loop is closing: the server is shutting down, frames have nowhere to go
+
+    def _dispatch_pending(self) -> None:
+        # Clear the flag first: a batch appended after this line schedules its own hop.
+        self._hop_pending = False
+        pending = self._pending
+        batches = []
+        while pending:
+            batches.append(pending.popleft())
+        self._dispatch(itertools.chain.from_iterable(batches))
 
     def _dispatch(self, batch: Iterable[tuple[Any, tuple[int, ...]]]) -> None:
         clients = self.clients
