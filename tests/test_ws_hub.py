@@ -149,3 +149,21 @@ def test_a_stalled_client_is_disconnected_and_others_keep_receiving() -> None:
                 await reader.close()
     asyncio.run(main())
 
+
+
+def test_many_small_batches_from_a_thread_arrive_complete_and_in_order() -> None:
+    async def main() -> None:
+        async with serving() as (hub, url, _), aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(url)
+            (cid,) = tuple(hub.clients)
+
+            def flood() -> None:  # one frame per batch, as fast as the thread can call deliver
+                for i in range(5000):
+                    hub.deliver([(f'{{"n":{i}}}', (cid,))])
+            thread = threading.Thread(target=flood)
+            thread.start()
+            got = [(await _reply(ws))["n"] for _ in range(5000)]
+            thread.join()
+            assert got == list(range(5000))
+            await ws.close()
+    asyncio.run(main())
