@@ -80,8 +80,10 @@ def test_cancel_a_running_backtest(page: Any, daemon: dict[str, Any]) -> None:
     page.goto(daemon["url"] + "/")
     page.wait_for_selector("body[data-ready=true]")
     page.select_option("#f-symbol", "SYNTH")
-    page.select_option("#f-timeframe", "M1")  # ~750k bars: long enough to cancel
-    page.select_option("#f-variant", "vanilla")
+    # ~750k M1 bars through walk-forward, Monte Carlo and PBO: many seconds, so the click
+    # always lands while the run is queued or running (a plain run can finish first).
+    page.select_option("#f-timeframe", "M1")
+    page.select_option("#f-variant", "spiced_full")
     page.click("#bt-submit")
     page.wait_for_selector("#runs-table tbody tr button.cancel")
     run_id = page.locator("#runs-table tbody tr").first.get_attribute("data-id")
