@@ -173,14 +173,16 @@ class ConnectionManager(pykka.ThreadingActor):
             if not topics:
                 log.warning("dropping event of unknown type %r", event.get("type"))
                 continue
-            # Encode the payload once; only the seq differs between the topics.
+            # Encode the payload once; only topic and seq differ between the topics. The topic
+            # names the counter a seq belongs to, so a client on `backtest` and `backtest:<id>`
+            # at once can tell the two copies apart.
             head = '{"type":' + json.dumps(event["type"]) + ',"data":' + json.dumps(
-                event.get("data"), separators=(",", ":")) + ',"seq":'
+                event.get("data"), separators=(",", ":")) + ',"topic":'
             for name in topics:
                 t = self._topic(name, create=True)
                 assert t is not None
                 t.seq += 1
-                frame = f"{head}{t.seq}}}"
+                frame = f'{head}{json.dumps(name)},"seq":{t.seq}}}'
                 t.append(frame)
                 if t.ids:
                     out.append((frame, t.ids))

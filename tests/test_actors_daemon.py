@@ -154,7 +154,7 @@ def test_backtest_streams_exactly_the_spec_events_then_the_store_has_it(shared: 
     assert "log_entry" in kinds  # trade logs reach the run's topic before its final event
     by_type: dict[str, list[dict[str, Any]]] = {}
     for m in events:
-        assert set(m) == {"type", "data", "seq"}
+        assert set(m) == {"type", "data", "topic", "seq"}
         by_type.setdefault(m["type"], []).append(m["data"])
     expected = {"backtest_start": START, "backtest_progress": PROGRESS, "log_entry": LOG,
                 "backtest_complete": COMPLETE}
