@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the suite needs (project, test extras, headless Chromium) and runs it.
+# Installs everything the suite needs (project, test extras, headless Chromium), type-checks
+# engine/, actors/ and server/ with mypy, then runs the whole pytest suite on 2 processes.
 # pytest's exit code 5 ("no tests collected") is a failure here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ if ! command -v chromium >/dev/null 2>&1; then
       || echo "warning: could not install chromium; browser tests will fail" >&2
   fi
 fi
+python3 -m mypy || { echo "mypy found type errors" >&2; exit 1; }
 python3 -m pytest -n 2 --dist loadfile "$@"
 rc=$?
 if [ "$rc" = 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi
