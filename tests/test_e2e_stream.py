@@ -200,23 +200,27 @@ def test_every_bad_input_gets_an_error_and_the_socket_stays_open(daemon: Daemon)
 
 
 def test_subscribe_since_replays_a_finished_run_in_order(daemon: Daemon) -> None:
-    bid = submit(daemon, end_date="2023-01-31")  # one month: fits the run topic's ring buffer
-
     async def main() -> list[dict[str, Any]]:
         async with websockets.connect(daemon["ws_url"], max_size=None) as ws:
-            await ws.send(json.dumps({"action": "subscribe", "topic": f"backtest:{bid}"}))
+            await ws.send(json.dumps({"action": "subscribe", "topic": "backtest"}))
             assert json.loads(await ws.recv())["type"] == "subscription_confirmed"
-            while json.loads(await asyncio.wait_for(ws.recv(), 60))["type"] != "backtest_complete":
-                pass
-            await ws.send(json.dumps({"action": "unsubscribe", "topic": f"backtest:{bid}"}))
-            assert json.loads(await ws.recv())["type"] == "unsubscription_confirmed"
+            # one month: its events fit the run topic's ring buffer
+            bid = await _post(daemon, end_date="2023-01-31")
+            while True:
+                event = json.loads(await asyncio.wait_for(ws.recv(), 60))
+                if event["type"] == "backtest_complete" and event["data"]["backtest_id"] == bid:
+                    break
+            await ws.send(json.dumps({"action": "unsubscribe", "topic": "backtest"}))
+            while json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "unsubscription_confirmed":
+                pass  # events published before the unsubscribe took effect
             await ws.send(json.dumps({"action": "subscribe", "topic": f"backtest:{bid}", "since": 0}))
-            confirmed = json.loads(await ws.recv())
+            confirmed = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert confirmed == {"type": "subscription_confirmed", "topic": f"backtest:{bid}",
                                  "recovered": True}
             replay = []
             while not replay or replay[-1]["type"] != "backtest_complete":
                 replay.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+            assert all(e["data"]["backtest_id"] == bid for e in replay)
             return replay
     replay = asyncio.run(main())
     assert replay[0]["type"] == "backtest_start"
