@@ -321,60 +321,62 @@ def _print(title: str, res: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------- bare aiohttp reference
-def bare_server() -> None:
+class BareServer:
     """A minimal aiohttp broadcast loop: the ceiling for one Python process on this machine."""
-    from aiohttp import web  # noqa: PLC0415
 
-    clients: set[web.WebSocketResponse] = set()
+    def __init__(self) -> None:
+        self.clients: set[Any] = set()
 
-    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+    async def ws_handler(self, request: Any) -> Any:
+        from aiohttp import web  # noqa: PLC0415
+
         ws = web.WebSocketResponse(compress=False)
         await ws.prepare(request)
-        clients.add(ws)
+        self.clients.add(ws)
         try:
             async for msg in ws:
                 topic = json.loads(msg.data).get("topic")
                 await ws.send_str(json.dumps({"type": "subscription_confirmed", "topic": topic}))
         finally:
-            clients.discard(ws)
+            self.clients.discard(ws)
         return ws
 
-    async def broadcast(count: int, rate: float | None) -> None:
+    async def broadcast(self, count: int, rate: float | None) -> None:
         start = time.perf_counter()
         for n in range(count):
             if rate:
                 await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
             frame = json.dumps({"type": "bench_event", "data": {"n": n, "emit_ns": time.time_ns(),
                                                                   "pad": "x" * 100}, "seq": n + 1})
-            for ws in list(clients):
+            for ws in list(self.clients):
                 await ws.send_str(frame)
 
-    async def burst(request: web.Request) -> web.Response:
+    async def burst(self, request: Any) -> Any:
+        from aiohttp import web  # noqa: PLC0415
+
         body = await request.json()
-        asyncio.get_running_loop().create_task(broadcast(body["count"], body.get("rate")))
+        asyncio.get_running_loop().create_task(self.broadcast(body["count"], body.get("rate")))
         return web.json_response({}, status=202)
 
-    app = web.Application()
-    app.router.add_get("/ws", ws_handler)
-    app.router.add_post("/burst", burst)
+    async def serve(self) -> None:
+        from aiohttp import web  # noqa: PLC0415
 
-    async def serve() -> None:
+        app = web.Application()
+        app.router.add_get("/ws", self.ws_handler)
+        app.router.add_post("/burst", self.burst)
         runner = web.AppRunner(app, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
         print(f"bare listening on http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()
         await runner.cleanup()
 
-    _raise_nofile()
-    asyncio.run(serve())
-
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--bare-server"]:
-        bare_server()
+        _raise_nofile()
+        asyncio.run(BareServer().serve())
         sys.exit(0)
     sys.exit(main())

@@ -100,6 +100,7 @@ def test_spec_python_client_sees_the_whole_run_with_spec_fields(daemon: Daemon) 
     logs = [e["data"] for e in events if e["type"] == "log_entry"]
     assert all(entry["logger_name"] == f"backtest.{backtest_id}" for entry in logs)
     assert all(entry["level"] in ("INFO", "WARNING", "ERROR", "DEBUG") for entry in logs)
+    assert all(entry["module"] and entry["function"] and entry["line"] > 0 for entry in logs)
     assert any(entry["message"].startswith("Trade executed") for entry in logs)
     done = events[-1]["data"]
     assert done["drawdown"] >= 0 and 0 <= done["win_rate"] <= 100 and done["total_trades"] > 0
