@@ -180,6 +180,15 @@ BAD_INPUTS: list[tuple[Any, str]] = [
 ]
 
 
+async def _oversized_frame_closes_1009(daemon: Daemon) -> None:
+    """Above the documented 64 KiB hard limit the server refuses the frame and closes (1009)."""
+    async with websockets.connect(daemon["ws_url"]) as ws:
+        await ws.send("x" * (64 * 1024 + 1))
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == 1009
+
+
 def test_every_bad_input_gets_an_error_and_the_socket_stays_open(daemon: Daemon) -> None:
     log_before = daemon["log"].stat().st_size
 
@@ -195,6 +204,7 @@ def test_every_bad_input_gets_an_error_and_the_socket_stays_open(daemon: Daemon)
             reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
             assert reply["topic"] == "logs" and reply["type"] != "error"
     asyncio.run(main())
+    asyncio.run(_oversized_frame_closes_1009(daemon))
     with open(daemon["log"], "rb") as log:
         log.seek(log_before)
         assert b"Traceback" not in log.read()
