@@ -70,7 +70,7 @@ async def _daemon_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        services.daemon = hub.daemon = None
+        services.daemon = hub.daemon = services.store = None  # routes answer 503 from here on
         await loop.run_in_executor(None, daemon.stop, DAEMON_STOP_TIMEOUT)
 
 
