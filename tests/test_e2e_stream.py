@@ -43,9 +43,10 @@ LONG = {"timeframe": "M1", "start_date": "2024-01-01", "end_date": "2025-12-31",
 
 
 def check_event(event: dict[str, Any]) -> None:
-    """Exactly the spec's fields with the spec's types, plus the top-level ``seq``."""
+    """Exactly the spec's fields with the spec's types, plus the top-level ``topic`` and ``seq``."""
     assert set(event) == {"type", "data", "topic", "seq"}, event
     assert isinstance(event["seq"], int) and event["seq"] > 0
+    assert event["topic"] == "backtest" or event["topic"].startswith("backtest:"), event["topic"]
     table, data = SPEC[event["type"]], event["data"]
     assert set(data) == set(table), (event["type"], sorted(set(data) ^ set(table)))
     for name, kind in table.items():
