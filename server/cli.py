@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 #: subcommand -> (module, one-line help). Each module defines
 #: ``add_arguments(parser: argparse.ArgumentParser) -> None`` and ``run(args) -> int``.
@@ -20,6 +20,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line (no usage dump) and exits with 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _module(name: str):  # type: ignore[no-untyped-def]
     return importlib.import_module(name)
 
@@ -27,7 +34,7 @@ def _module(name: str):  # type: ignore[no-untyped-def]
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `qmx` console script; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="qmx", description="QuantMindX backtest-and-trading daemon")
+    parser = OneLineParser(prog="qmx", description="QuantMindX backtest-and-trading daemon")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     chosen = argv[0] if argv else None
