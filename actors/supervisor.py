@@ -26,6 +26,10 @@ from actors.worker import error_event
 CANCEL_GRACE = 0.6  # seconds a running job gets to stop by itself before its worker is killed
 BARRIER_WAIT = 0.5  # seconds a final event waits for the run's log entries
 MAX_QUEUE = 1000
+#: Closed trades carried by a backtest_complete frame. The store keeps every trade (REST
+#: /api/backtests/{id}/trades); a long run's full list would push the frame past the 1 MiB
+#: default message limit of common WebSocket clients, the spec's own Python example included.
+TRADES_IN_EVENT = 500
 WORKER = "worker"
 
 log = logging.getLogger("actors.supervisor")
@@ -243,6 +247,7 @@ class Supervisor(pykka.ThreadingActor):
             data = event["data"]
             self._store.complete_run(job_id, {k: data.get(k) for k in METRIC_FIELDS},
                                      data.get("results") or {})
+            event = for_transport(event)
         else:
             self._store.set_status(job_id, status, error=event["data"].get("error"),
                                    error_details=event["data"].get("error_details"))
@@ -385,3 +390,16 @@ class Supervisor(pykka.ThreadingActor):
             events, self._out = self._out, []
             self._cm.tell(Publish(events))
         return counts
+
+
+def for_transport(event: dict[str, Any]) -> dict[str, Any]:
+    """The backtest_complete event as sent: the last TRADES_IN_EVENT trades, with the total
+    and where to read them all. A new dict; the stored results are untouched."""
+    results = event["data"].get("results") or {}
+    trades = results.get("trades")
+    if not isinstance(trades, list) or len(trades) <= TRADES_IN_EVENT:
+        return event
+    bid = event["data"]["backtest_id"]
+    slim = {**results, "trades": trades[-TRADES_IN_EVENT:], "trades_total": len(trades),
+            "trades_truncated": True, "trades_url": f"/api/backtests/{bid}/trades"}
+    return {**event, "data": {**event["data"], "results": slim}}

@@ -279,3 +279,19 @@ def test_record_handler_caps_records_per_second_and_reports_the_drops() -> None:
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
+
+
+def test_complete_event_for_transport_carries_the_last_trades_and_says_where_the_rest_are() -> None:
+    from actors.supervisor import TRADES_IN_EVENT, for_transport
+
+    trades = [{"entry_bar": i, "pnl": float(i)} for i in range(TRADES_IN_EVENT * 2 + 7)]
+    event = {"type": "backtest_complete",
+             "data": {"backtest_id": "b1", "total_trades": len(trades), "results": {"trades": trades}}}
+    sent = for_transport(event)
+    res = sent["data"]["results"]
+    assert res["trades"] == trades[-TRADES_IN_EVENT:]
+    assert res["trades_total"] == len(trades) and res["trades_truncated"] is True
+    assert res["trades_url"] == "/api/backtests/b1/trades"
+    assert event["data"]["results"]["trades"] is trades and len(trades) == TRADES_IN_EVENT * 2 + 7
+    small = {"type": "backtest_complete", "data": {"backtest_id": "b2", "results": {"trades": trades[:3]}}}
+    assert for_transport(small) is small
