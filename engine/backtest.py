@@ -20,7 +20,8 @@ from engine.progress import ProgressFn
 from engine.simulator import EXIT_REASONS, SimResult, simulate_strategy
 from engine.strategies import make_strategy
 
-__all__ = ["run_backtest", "summarise", "simulate_strategy", "to_json", "EQUITY_POINTS"]
+__all__ = ["run_backtest", "summarise", "simulate_strategy", "load_bars", "data_json", "to_json",
+           "EQUITY_POINTS"]
 
 #: most points of results.equity sent to clients
 EQUITY_POINTS = 2000
@@ -36,7 +37,7 @@ def run_backtest(config: BacktestConfig, *, bars: Bars | None = None, store: Any
     request (unknown strategy, too few bars) and the store's ``DataNotFound`` for missing data.
     """
     started = time.perf_counter()
-    bars = _load_bars(config, bars, store)
+    bars = load_bars(config, bars, store)
     if config.variant in ("vanilla_full", "spiced_full"):
         from engine.robustness import run_full  # noqa: PLC0415 - only the _full variants need it
 
@@ -58,7 +59,8 @@ def run_backtest(config: BacktestConfig, *, bars: Bars | None = None, store: Any
     return out
 
 
-def _load_bars(config: BacktestConfig, bars: Bars | None, store: Any) -> Bars:
+def load_bars(config: BacktestConfig, bars: Bars | None = None, store: Any = None) -> Bars:
+    """The config's bars: ``bars`` cut to its dates, or loaded from ``store`` (default: local store)."""
     if bars is None:
         if store is None:
             from engine.store import DataStore, default_data_dir  # noqa: PLC0415
@@ -72,6 +74,13 @@ def _load_bars(config: BacktestConfig, bars: Bars | None, store: Any) -> Bars:
         raise ValueError(f"need at least 2 bars of {config.symbol} {config.timeframe} in {span}, "
                          f"got {len(bars)}; widen `start_date`/`end_date`")
     return bars
+
+
+def data_json(bars: Bars) -> dict[str, Any]:
+    """The ``results.data`` object of a run over ``bars`` (says whether the data is synthetic)."""
+    return {"symbol": bars.symbol, "timeframe": bars.timeframe, "synthetic": bool(bars.synthetic),
+            "source": bars.source, "bars": len(bars), "start": _iso(bars.time[:1])[0],
+            "end": _iso(bars.time[-1:])[0]}
 
 
 def to_json(value: Any) -> Any:
@@ -116,9 +125,7 @@ def summarise(bars: Bars, sim: SimResult, config: BacktestConfig) -> dict[str, A
         "trades": trades_json(bars, sim),
         "equity": equity_json(bars, sim.equity),
         "open_trade": _open_trade_json(bars, sim),
-        "data": {"symbol": bars.symbol, "timeframe": bars.timeframe, "synthetic": bool(bars.synthetic),
-                 "source": bars.source, "bars": len(bars), "start": _iso(bars.time[:1])[0],
-                 "end": _iso(bars.time[-1:])[0]},
+        "data": data_json(bars),
         "config": to_json(config.to_dict()),
         "blocked_entries": len(sim.blocked_entries),
         "engine_path": sim.path,

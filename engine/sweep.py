@@ -239,7 +239,8 @@ def run_sweep(config: Any, grid: Mapping[str, Any] | Sequence[Mapping[str, Any]]
     results: [{rank, params, objective_value, metrics}], best, data, elapsed_seconds}``.
     Raises ``ValueError`` for a bad grid/objective or when no combination is valid.
     """
-    from engine.sweep_eval import Meter, evaluate, split_valid  # noqa: PLC0415 - keeps parsing import-light
+    from engine.backtest import data_json, load_bars  # noqa: PLC0415 - keeps parsing import-light
+    from engine.sweep_eval import Meter, evaluate, split_valid  # noqa: PLC0415
 
     started = time.perf_counter()
     obj = compile_objective(objective)
@@ -283,27 +284,3 @@ def merge_sweeps(parts: Sequence[Mapping[str, Any]], objective: str = "sharpe_ra
         "cpu_seconds": round(sum(p["elapsed_seconds"] for p in parts), 4),
     }
 
-
-def load_bars(config: Any, bars: Any = None, store: Any = None) -> Any:
-    """The config's bars: ``bars`` cut to its dates, or loaded from ``store`` (default local store)."""
-    if bars is None:
-        if store is None:
-            from engine.store import DataStore, default_data_dir  # noqa: PLC0415
-
-            store = DataStore(default_data_dir())
-        bars = store.load(config.symbol, config.timeframe, config.start_date, config.end_date)
-    elif config.start_date or config.end_date:
-        bars = bars.between(config.start_date, config.end_date)
-    if len(bars) < 2:
-        raise ValueError(f"need at least 2 bars of {config.symbol} {config.timeframe} in "
-                         f"{config.start_date or 'start'} .. {config.end_date or 'end'}, got {len(bars)}")
-    return bars
-
-
-def data_json(bars: Any) -> dict[str, Any]:
-    """The ``results.data`` object of a run over ``bars``."""
-    from engine.bars import ns_to_iso  # noqa: PLC0415
-
-    return {"symbol": bars.symbol, "timeframe": bars.timeframe, "synthetic": bool(bars.synthetic),
-            "source": bars.source, "bars": len(bars), "start": ns_to_iso(int(bars.time[0])),
-            "end": ns_to_iso(int(bars.time[-1]))}
