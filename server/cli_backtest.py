@@ -13,7 +13,7 @@ import logging
 import sys
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 from engine.config import SIZE_UNITS, VARIANTS, BacktestConfig, ConfigError, parse_config
 from engine.progress import Progress
@@ -123,10 +123,10 @@ def _option(field: str) -> str:
     return _OPTION.get(field, field)
 
 
-def _fail(lines: list[str], code: int = 2, err: TextIO | None = None) -> int:
+def _fail(lines: list[str], code: int = 2, err: TextIO | None = None, command: str = "backtest") -> int:
     err = err or sys.stderr
     for line in lines:
-        print(f"qmx backtest: error: {line}", file=err)
+        print(f"qmx {command}: error: {line}", file=err)
     return code
 
 
@@ -163,33 +163,39 @@ def _remote(args: argparse.Namespace, body: dict[str, Any], errors: list[str]) -
     return asyncio.run(submit_and_follow(args.server, body, json_output=args.json))
 
 
-def _run_local(args: argparse.Namespace, config: BacktestConfig) -> int:
-    from engine.backtest import run_backtest  # noqa: PLC0415 - heavy imports after argument checks
-    from engine.importers import DataFormatError, read_bars  # noqa: PLC0415
+def run_on_data(command: str, args: argparse.Namespace, config: BacktestConfig,
+                job: Callable[..., dict[str, Any]]) -> dict[str, Any] | int:
+    """``job(bars=..., store=..., progress=...)`` on ``--data FILE`` or the data store, with a
+    progress bar; data and request problems become one `qmx COMMAND: error:` line. Returns the
+    job's result, or the exit code (2 bad request, 1 bad file or a failing strategy)."""
+    from engine.importers import DataFormatError, read_bars  # noqa: PLC0415 - heavy imports after argument checks
     from engine.store import DataNotFound, DataStore, default_data_dir  # noqa: PLC0415
 
-    logger = _logger(args.verbose)
     progress = ProgressPrinter(sys.stderr)
     try:
         if args.data is not None:
-            bars = read_bars(args.data, config.symbol, config.timeframe)
-            result = run_backtest(config, bars=bars, progress=progress, logger=logger)
-        else:
-            store = DataStore(args.data_dir or default_data_dir())
-            result = run_backtest(config, store=store, progress=progress, logger=logger)
+            return job(bars=read_bars(args.data, config.symbol, config.timeframe), progress=progress)
+        return job(store=DataStore(args.data_dir or default_data_dir()), progress=progress)
     except DataNotFound as exc:
-        progress.clear()
-        return _fail([f"--symbol/--timeframe/--from/--to: {exc}"])
+        return _fail([f"--symbol/--timeframe/--from/--to: {exc}"], command=command)
     except DataFormatError as exc:
-        progress.clear()
-        return _fail([f"--data: {exc}"], code=1)
+        return _fail([f"--data: {exc}"], code=1, command=command)
     except ValueError as exc:
-        progress.clear()
-        return _fail([str(exc)])
+        return _fail([str(exc)], command=command)
     except Exception as exc:  # noqa: BLE001 - a failing strategy or unreadable file: one line, exit 1
+        return _fail([f"{command} failed: {type(exc).__name__}: {exc}"], code=1, command=command)
+    finally:
         progress.clear()
-        return _fail([f"backtest failed: {type(exc).__name__}: {exc}"], code=1)
-    progress.clear()
+
+
+def _run_local(args: argparse.Namespace, config: BacktestConfig) -> int:
+    from engine.backtest import run_backtest  # noqa: PLC0415 - heavy imports after argument checks
+
+    logger = _logger(args.verbose)
+    result = run_on_data("backtest", args, config,
+                         lambda **kw: run_backtest(config, logger=logger, **kw))
+    if isinstance(result, int):
+        return result
     result = {"backtest_id": f"local-{uuid.uuid4()}", **result,
               "timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}
     if args.json:

@@ -126,30 +126,14 @@ def run(args: argparse.Namespace) -> int:
         return _fail(errors)
     if args.server:
         return _remote(args, config, grid, top)
-    from engine.importers import DataFormatError, read_bars  # noqa: PLC0415 - heavy imports after checks
-    from engine.store import DataNotFound, DataStore, default_data_dir  # noqa: PLC0415
-    from engine.sweep import run_sweep  # noqa: PLC0415
-    from server.cli_backtest import ProgressPrinter  # noqa: PLC0415
+    from engine.sweep import run_sweep  # noqa: PLC0415 - heavy imports after checks
+    from server.cli_backtest import run_on_data  # noqa: PLC0415
     from server.report_text import format_sweep  # noqa: PLC0415
 
-    progress = ProgressPrinter(sys.stderr)
-    try:
-        if args.data is not None:
-            bars = read_bars(args.data, config.symbol, config.timeframe)
-            result = run_sweep(config, grid, objective=args.objective, bars=bars, progress=progress)
-        else:
-            store = DataStore(args.data_dir or default_data_dir())
-            result = run_sweep(config, grid, objective=args.objective, store=store, progress=progress)
-    except DataNotFound as exc:
-        progress.clear()
-        return _fail([f"--symbol/--timeframe/--from/--to: {exc}"])
-    except DataFormatError as exc:
-        progress.clear()
-        return _fail([f"--data: {exc}"], code=1)
-    except ValueError as exc:
-        progress.clear()
-        return _fail([str(exc)])
-    progress.clear()
+    result = run_on_data("sweep", args, config,
+                         lambda **kw: run_sweep(config, grid, objective=args.objective, **kw))
+    if isinstance(result, int):
+        return result
     if args.json:
         print(json.dumps(result, allow_nan=False))
     else:
