@@ -8,7 +8,7 @@ one reading process, so a child killed in the middle of a write (which can leave
 held or half a message in its pipe) breaks only queues that are thrown away with it. Its entry
 point receives a :class:`ChildIO`.
 
-Outbox policy (see docs/readme/daemon-internals.md): messages are batched, one ``put`` carrying a
+Outbox policy (see the README, "Inside the daemon"): messages are batched, one ``put`` carrying a
 list, flushed when 256 messages are waiting or the oldest is 3 ms old. The outbox queue is
 bounded; when the main process does not drain it for a while, *droppable* messages (progress,
 bench events, log records) are dropped and counted, while final events wait and are retried,

@@ -277,7 +277,7 @@ class SpicedPlan:
         return out
 
     def analytics(self, sim: Any) -> dict[str, Any]:
-        """``results["regime_analytics"]`` of a finished run (plain JSON values; see docs/readme/spiced.md)."""
+        """``results["regime_analytics"]`` of a finished run (plain JSON values; see the README, "The spiced variant")."""
         reg, n = self.regimes, len(self.bars)
         counts = np.bincount(reg.labels, minlength=len(REGIME_NAMES))
         filtered = self._filtered(sim)
