@@ -203,13 +203,37 @@ async def follow_backtest(server_url: str, body: dict[str, Any], *, json_output:
             bar.note(f"qmx backtest: lost the daemon at {client.url}: {exc}")
             return 1
         bar.done()
+    completed = run.get("status") == "completed"
     if json_output:
-        print(json.dumps(run, indent=2), file=out)
+        # The same shape a local `qmx backtest --json` prints, so scripts parse one thing.
+        print(json.dumps(complete_data(run) if completed else error_data(run), allow_nan=False), file=out)
     else:
         print(result_table(run), file=out)
-        if run.get("status") != "completed":
-            print(f"error: {run.get('error')}", file=err)
-    return 0 if run.get("status") == "completed" else 1
+    if not completed:
+        print(f"error: {run.get('error')}", file=err)
+    return 0 if completed else 1
+
+
+#: The spec's fields of ``backtest_complete`` between ``backtest_id`` and ``timestamp``.
+COMPLETE_FIELDS: tuple[str, ...] = ("final_balance", "total_trades", "win_rate", "sharpe_ratio", "drawdown",
+                                    "return_pct", "duration_seconds")
+
+
+def complete_data(run: dict[str, Any]) -> dict[str, Any]:
+    """The ``backtest_complete`` data object of a completed stored run (``GET /api/backtests/{id}``):
+    ``backtest_id``, the spec's fields, ``timestamp`` (when it finished) and the full ``results``
+    (every trade, unlike the WebSocket frame, which carries the last 500)."""
+    metrics = run.get("metrics") or {}
+    return {"backtest_id": run.get("backtest_id"), **{k: metrics.get(k) for k in COMPLETE_FIELDS},
+            "timestamp": run.get("finished_at"), "results": run.get("results") or {}}
+
+
+def error_data(run: dict[str, Any]) -> dict[str, Any]:
+    """The ``backtest_error`` data object of a run that did not complete, plus its ``status``
+    (``failed``, ``cancelled`` or ``interrupted``)."""
+    return {"backtest_id": run.get("backtest_id"), "error": run.get("error") or run.get("status"),
+            "error_details": run.get("error_details") or "", "timestamp": run.get("finished_at"),
+            "status": run.get("status")}
 
 
 async def _follow(client: QmxClient, bid: str, bar: ProgressBar) -> dict[str, Any]:

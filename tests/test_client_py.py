@@ -236,7 +236,10 @@ def test_submit_and_follow_prints_progress_and_table(daemon: dict[str, Any],
     out_json, err_json = io.StringIO(), io.StringIO()
     assert asyncio.run(follow_backtest(daemon["url"], dict(SMALL), json_output=True, out=out_json,
                                        err=err_json)) == 0
-    assert json.loads(out_json.getvalue())["status"] == "completed"
+    done = json.loads(out_json.getvalue())  # the backtest_complete data object, as a local --json
+    assert list(done) == ["backtest_id", "final_balance", "total_trades", "win_rate", "sharpe_ratio",
+                          "drawdown", "return_pct", "duration_seconds", "timestamp", "results"]
+    assert isinstance(done["total_trades"], int) and done["results"]["data"]["synthetic"] is True
     bad = io.StringIO()
     assert asyncio.run(follow_backtest(daemon["url"], {**SMALL, "variant": "x"}, json_output=False,
                                        out=io.StringIO(), err=bad)) == 2
@@ -332,3 +335,12 @@ def test_format_event_lines() -> None:
     assert format_event({"type": "pong"}) == ""
     line = format_event({"type": "log_entry", "data": {"level": "WARNING", "message": "odd", "logger_name": "x"}})
     assert line.endswith("log      x WARNING odd")
+
+
+def test_json_of_a_run_that_did_not_complete_is_the_backtest_error_data() -> None:
+    from server.cli_client import error_data  # noqa: PLC0415
+
+    run = {"backtest_id": "b1", "status": "cancelled", "error": "cancelled by request", "error_details": None,
+           "finished_at": "2024-01-15T10:30:45.000Z", "metrics": None, "results": None}
+    assert error_data(run) == {"backtest_id": "b1", "error": "cancelled by request", "error_details": "",
+                               "timestamp": "2024-01-15T10:30:45.000Z", "status": "cancelled"}

@@ -132,11 +132,13 @@ def test_server_run_equals_local_run(daemon: dict, tmp_path: Path) -> None:
                            cwd=REPO, capture_output=True, text=True, timeout=90)
     assert local.returncode == 0, local.stderr
     r, l_ = json.loads(remote.stdout), json.loads(local.stdout)
-    assert r["status"] == "completed"
-    # remote --json prints the daemon's run record (server.client): its metrics hold the fields
+    # both print the backtest_complete data object: one shape for scripts either way
+    assert set(r) == set(l_) == SPEC_FIELDS
+    assert r["timestamp"].endswith("Z") and not r["backtest_id"].startswith("local-")
     for key in ("final_balance", "total_trades", "win_rate", "sharpe_ratio", "drawdown", "return_pct"):
-        assert r["metrics"][key] == l_[key], key
+        assert r[key] == l_[key], key
     assert r["results"]["trades"] == l_["results"]["trades"]
+    assert set(r["results"]) == set(l_["results"])
 
 
 def test_progress_bar_on_a_terminal_and_lines_otherwise() -> None:
