@@ -141,6 +141,25 @@ class Daemon:
                                    f"{h['children_ready']}/{h['children_total']} ready")
             time.sleep(0.02)
 
+    def begin_shutdown(self, timeout: float = 1.5) -> None:
+        """Stop accepting work and end every queued or running job as ``interrupted`` now.
+
+        Their ``backtest_error`` events are handed to ``deliver`` before this returns, so a
+        server can still send them to its clients before closing the sockets; :meth:`stop`
+        then stops the processes. Blocking (up to ``timeout`` s): call it from an executor.
+        """
+        with self._lock:
+            if self._state != "running":
+                return
+            self._state = "draining"
+        try:
+            self._sup.ask(Shutdown("the daemon is shutting down"), timeout=timeout / 2)
+            # The supervisor told the manager its final events; any reply to an ask means the
+            # manager has handled (and delivered) everything told before it.
+            self._cm.ask(None, timeout=timeout / 2)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            log.warning("interrupting the running jobs took longer than %.1f s", timeout)
+
     def stop(self, timeout: float = 8.0) -> None:
         """Stop accepting work, end running jobs as ``interrupted``, stop every process.
 
@@ -308,7 +327,7 @@ class Daemon:
         self._tell_cm(Disconnect(client_id))
 
     def _tell_cm(self, msg: Any) -> None:
-        if self._state not in ("running", "starting"):
+        if self._state not in ("running", "starting", "draining"):
             return
         try:
             self._cm.tell(msg)

@@ -224,6 +224,8 @@ class _ProgressEmitter:
         if self._cancel.reason(self._bid) is not None:
             raise Cancelled(self._cancel.reason(self._bid))
         self._last = p
+        if self.last_bars >= p.total_bars > 0:
+            return  # 100 % went out already (an engine may report the end of several phases)
         now = time.monotonic()
         first = self.last_bars < 0
         if first and p.bars_processed > 0:

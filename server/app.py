@@ -2,8 +2,9 @@
 
 Start-up (``cleanup_ctx``): the actor daemon starts in an executor thread (it spawns processes),
 and its ``deliver`` callback is the WebSocket hub's. Shutdown (``on_shutdown``, then cleanup):
-every WebSocket is closed with 1001 GOING_AWAY, then the daemon stops its processes, ending
-running backtests as ``interrupted``.
+the daemon stops taking work and ends queued and running backtests as ``interrupted`` (their
+``backtest_error`` events still reach the clients), every WebSocket is closed with 1001
+GOING_AWAY, then the daemon stops its processes.
 """
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ ROUTE_MODULES: tuple[str, ...] = ("server.ws", "server.rest", "server.rest_bots"
 
 log = logging.getLogger("server.app")
 
-#: Seconds the daemon gets to stop its processes (the whole shutdown must fit in 10 s).
-DAEMON_STOP_TIMEOUT = 6.0
+#: Seconds the daemon gets to stop its processes (the whole shutdown must fit in 10 s:
+#: interrupting jobs, closing sockets, the handlers' grace period, then this).
+DAEMON_STOP_TIMEOUT = 5.5
+#: Seconds the daemon gets to end running jobs as ``interrupted`` before sockets close.
+INTERRUPT_TIMEOUT = 1.5
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -75,6 +79,13 @@ async def _daemon_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_sockets(app: web.Application) -> None:
+    """Interrupt running backtests first, so their clients get the final ``backtest_error``
+    ("interrupted") before the 1001 GOING_AWAY close; then close every socket."""
+    daemon = app[SERVICES].daemon
+    if daemon is not None:
+        await asyncio.get_running_loop().run_in_executor(None, daemon.begin_shutdown,
+                                                          INTERRUPT_TIMEOUT)
+        await asyncio.sleep(0)  # let the hub's pending hop write those frames
     await app[HUB].close_all(1001, b"server shutdown")
 
 

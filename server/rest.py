@@ -79,7 +79,8 @@ def _parse(body: Any) -> tuple[Any, dict[str, str]]:
 
 async def _validated_config(request: web.Request, body: Any) -> dict[str, Any]:
     """Parse a backtest config (400 naming each field), then check the data exists (404/422)."""
-    config, errors = _parse(body)
+    # In the executor: a strategy given as 'path/to/file.py:Class' is imported to check it.
+    config, errors = await _blocking(_parse, body)
     if errors:
         raise json_error(400, "invalid request", errors=errors)
     await _check_data(request, config.symbol, config.timeframe, config.start_date, config.end_date)
@@ -197,7 +198,8 @@ async def post_sweep(request: web.Request) -> web.Response:
         compile_objective(objective)
     except ValueError as exc:
         errors["objective"] = str(exc)
-    config, config_errors = _parse({k: v for k, v in body.items() if k not in _SWEEP_ONLY_FIELDS})
+    config, config_errors = await _blocking(
+        _parse, {k: v for k, v in body.items() if k not in _SWEEP_ONLY_FIELDS})
     errors.update(config_errors)
     if errors:
         raise json_error(400, "invalid request", errors=errors)

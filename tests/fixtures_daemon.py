@@ -7,7 +7,8 @@
 
 Each daemon is a dict: ``url`` (http://127.0.0.1:PORT), ``ws_url`` (ws://.../ws), ``port``,
 ``proc`` (``subprocess.Popen``), ``data_dir`` (``Path``), ``log`` (path of its stdout+stderr).
-``api(daemon, method, path, body)`` is a small blocking JSON client for its REST API.
+``api(daemon, method, path, body)`` is a small blocking JSON client for its REST API;
+``wait_idle(daemon)`` waits until all its workers are ready and idle.
 """
 from __future__ import annotations
 
@@ -92,6 +93,20 @@ def api(daemon: Daemon, method: str, path: str, body: Any = None,
         status, raw = exc.code, exc.read()
         exc.close()
     return status, (json.loads(raw) if raw else None)
+
+
+def wait_idle(daemon: Daemon, timeout: float = 30.0) -> dict[str, Any]:
+    """Wait until every worker is ready and nothing runs or waits (a run cancelled by an earlier
+    test may have had its worker killed; the replacement takes a moment to start)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = api(daemon, "GET", "/api/health")[1]
+        if (health["workers_ready"] == health["workers_total"] and not health["running"]
+                and not health["queue_length"]):
+            return dict(health)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"daemon not idle within {timeout} s: {health}")
+        time.sleep(0.05)
 
 
 def _children(pid: int) -> list[Any]:

@@ -222,12 +222,32 @@ def test_progress_emitter_throttles_always_sends_0_and_100_and_cancels() -> None
     assert [d["progress"] for d in sent] == [0.0, 25.0, 100.0]  # 260/270 throttled away
     assert sent[-1]["status"] == "Processing bar 1000/1000" and sent[1]["trades_count"] == 1
     assert [drop for _, drop in io.sent] == [False, True, False]  # 0 and 100 are never dropped
+    emit(Progress(1000, 1000, "2020-01-09", 1, 2.5))  # an engine reporting the end twice
+    assert len(io.sent) == 3  # 100 % goes out once
     cancel.request("b1", "cancelled by test")
     with pytest.raises(Cancelled):
         emit(Progress(500, 1000, "2020-01-03", 1, 0.0))
     cancel.clear("b1")
     cancel.request_all("daemon shutting down")
     assert cancel.reason("anything") == "daemon shutting down"
+
+
+def test_progress_of_a_million_bar_run_reporting_every_bar_stays_near_10_per_second() -> None:
+    import time
+
+    from engine import Progress
+
+    from actors.worker import _Cancel, _ProgressEmitter
+
+    io, total = FakeIO(), 1_000_000
+    emit = _ProgressEmitter(io, "b1", total, _Cancel())  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    for done in range(0, total + 1, 5):  # 200k reports as fast as the loop goes
+        emit(Progress(done, total, "2020-01-02", 0, 0.0))
+    elapsed = time.monotonic() - t0
+    progress = [m["data"]["progress"] for m, _ in io.sent]
+    assert progress[0] == 0.0 and progress[-1] == 100.0 and progress == sorted(progress)
+    assert len(progress) <= 10 * elapsed + 3, (len(progress), elapsed)
 
 
 def test_log_actor_maps_records_to_spec_entries_rate_limits_and_forwards_barriers(tmp_path: Any) -> None:

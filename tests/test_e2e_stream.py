@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.fixtures_daemon import Daemon, api
+from tests.fixtures_daemon import Daemon, api, wait_idle
 
 pytestmark = pytest.mark.e2e
 
@@ -135,6 +135,7 @@ async def _run_order(daemon: Daemon, count: int, **changes: Any) -> tuple[list[s
 
 def test_two_backtests_run_in_parallel_on_two_workers(daemon: Daemon) -> None:
     # Long enough (M5, two years) that two sequential runs could not overlap by accident.
+    wait_idle(daemon)  # both workers free: an earlier test's cancel may have replaced one
     ids, order = asyncio.run(_run_order(daemon, 2, timeframe="M5", start_date="2021-01-01",
                                         end_date="2022-12-31"))
     a, b = ids
