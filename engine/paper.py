@@ -82,19 +82,29 @@ def parse_bot_config(body: Mapping[str, Any]) -> BotConfig:
         backtest = parse_config(core)
     except ConfigError as exc:
         errors.update(exc.errors)
+    allowed = sorted(set(BacktestConfig.__dataclass_fields__) | set(BOT_FIELDS))
+    for key, msg in list(errors.items()):
+        if msg.startswith("unknown field"):  # the backtest's list lacks name, feed and risk
+            errors[key] = f"unknown field; allowed: {allowed}"
     variant = core.get("variant", "vanilla")
     if variant not in BOT_VARIANTS and "variant" not in errors:
         errors["variant"] = f"bots run one of {list(BOT_VARIANTS)}, got {variant!r}"
     name = body.get("name", "")
     if not isinstance(name, str) or len(name) > 100:
         errors["name"] = f"must be a string of at most 100 characters, got {name!r}"
-    feed = parse_feed_spec(body.get("feed", {}) or {}, errors)
-    risk = _risk(body.get("risk", {}) or {}, errors)
+    # absent or null = defaults; anything else that is not an object is an error (0, "", [])
+    feed = parse_feed_spec(_object(body, "feed"), errors)
+    risk = _risk(_object(body, "risk"), errors)
     if feed.type == "synthetic" and core.get("symbol") != "SYNTH" and "symbol" not in errors:
         errors["symbol"] = f"a synthetic feed trades the symbol 'SYNTH', got {core.get('symbol')!r}"
     if errors or backtest is None:
         raise ConfigError(errors)
     return BotConfig(backtest, feed, risk, name)
+
+
+def _object(body: Mapping[str, Any], key: str) -> Any:
+    value = body.get(key)
+    return {} if value is None else value
 
 
 def _risk(raw: Any, errors: dict[str, str]) -> RiskLimits:

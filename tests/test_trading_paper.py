@@ -99,6 +99,12 @@ def test_parse_bot_config_names_every_bad_field_and_the_allowed_values() -> None
     with pytest.raises(ConfigError) as exc:
         parse_bot_config({"symbol": "EURUSD", "feed": {"type": "synthetic"}})
     assert "SYNTH" in exc.value.errors["symbol"]
+    with pytest.raises(ConfigError) as exc:  # a falsy non-object is not "use the defaults"
+        parse_bot_config({"symbol": "EURUSD", "feed": "", "risk": 0, "speed": 1})
+    e = exc.value.errors
+    assert "got ''" in e["feed"] and "got 0" in e["risk"]
+    assert "'feed'" in e["speed"] and "'risk'" in e["speed"] and "'name'" in e["speed"]
+    assert parse_bot_config({"symbol": "EURUSD", "feed": None, "risk": None}).risk.max_open_positions == 1
 
 
 @pytest.mark.parametrize("extra", [
@@ -114,13 +120,28 @@ def test_bot_replay_makes_exactly_the_backtest_trades(eurusd: Bars, extra: dict[
             "start_date": "2017-05-01", "end_date": "2017-07-15", **extra}
     bars = eurusd.between(body["start_date"], body["end_date"])
     bot = make_bot(body, bars)
-    run_bot(bot, len(bars))
+    opened: dict[int, int] = {}  # entry bar -> index of the newest bar when the bot booked it
+    closed: dict[int, int] = {}
+    for i in range(len(bars)):
+        bar = bot.feed.next_bar(0.0)
+        assert bar is not None
+        bot.on_bar(bar)
+        for p in bot.state.positions:
+            opened.setdefault(p["entry_bar"], i)
+        for t in bot.state.trades:
+            opened.setdefault(t["entry_bar"], i)
+            closed.setdefault(t["entry_bar"], i)
     cfg = parse_bot_config(body).backtest
     expected = run_backtest(cfg, bars=bars)["results"]
     keys = ("entry_bar", "exit_bar", "side", "size", "entry_price", "exit_price", "pnl", "exit_reason")
     assert len(expected["trades"]) > 5
     assert [{k: t[k] for k in keys} for t in bot.state.trades] == \
         [{k: t[k] for k in keys} for t in expected["trades"]]
+    # ... and acts on the very bar the backtest does: a fill is booked as soon as its bar is in,
+    # never one bar (or more) late
+    assert {t["entry_bar"]: t["entry_bar"] for t in expected["trades"]} == \
+        {t["entry_bar"]: opened[t["entry_bar"]] for t in expected["trades"]}
+    assert {t["entry_bar"]: t["exit_bar"] for t in expected["trades"]} == closed
     open_trade = expected["open_trade"]
     assert [p["entry_bar"] for p in bot.state.positions] == ([open_trade["entry_bar"]] if open_trade else [])
     final = run_backtest(cfg, bars=bars)["final_balance"]
