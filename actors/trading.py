@@ -9,7 +9,10 @@ process's main thread is the bridge: it decodes inbox commands and tells the
 - ``{"cmd": "pause"|"resume"|"stop_bot", "bot_id": ID}`` (stop_bot flattens; plain ``"stop"``
   is the process-level command that ends this child)
 - ``{"cmd": "kill"}`` flattens every bot (status ``killed``) and refuses new bots until
-  ``{"cmd": "resume_trading"}``.
+  ``{"cmd": "resume_trading"}``. The REST layer first writes the durable request file
+  ``data_dir/trading.kill`` (:func:`request_kill`), so a kill that reaches no live trading
+  process (it is restarting, or down for good after its crash budget) is applied when the next
+  one starts, before any bot resumes; the process deletes the file once the halt is persisted.
 
 Every bot change is persisted before its event is sent, so after a restart (clean or SIGKILL)
 bots continue from their saved feed position; fills are keyed by entry bar, so bars processed
@@ -32,6 +35,8 @@ import pykka
 from actors.process import ChildIO
 
 BOTS_DB = "bots.sqlite"
+KILL_REQUEST = "trading.kill"  # a kill switch not yet applied by a trading process
+KILL_REASON = "kill switch: all positions flattened, trading halted"
 MARK_INTERVAL = 1.0  # at most one PnL-only update per bot per second
 TICK_TIMEOUT = 0.05  # a bot waits at most this long for a bar before it reads its mailbox again
 LIVE = ("starting", "running", "paused")
@@ -47,6 +52,18 @@ CREATE TABLE IF NOT EXISTS bots (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+def request_kill(data_dir: str | Path) -> None:
+    """Record a kill-switch request durably (before the command is sent; see module doc)."""
+    path = Path(data_dir) / KILL_REQUEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_now() + "\n")
+
+
+def kill_requested(data_dir: str | Path) -> bool:
+    """True while a kill-switch request waits for a trading process to apply it."""
+    return (Path(data_dir) / KILL_REQUEST).exists()
 
 
 def _now() -> str:
@@ -241,9 +258,16 @@ class TradingActor(pykka.ThreadingActor):
         self._store: Any = None
 
     def on_start(self) -> None:
+        pending_kill = kill_requested(self._data_dir)
+        if pending_kill:  # pressed while no trading process could hear it: apply it first
+            log.warning("kill switch requested while the trading process was down: applying it")
+            self._halted = True
+            self._db.set_halted(True)
         for row in self._db.rows():
             if row["status"] in LIVE:
                 self._restore(row)
+        if pending_kill:
+            self._kill_done()
 
     def on_stop(self) -> None:
         refs = list(self._refs.items())
@@ -288,7 +312,15 @@ class TradingActor(pykka.ThreadingActor):
         self._db.set_halted(True)
         log.warning("kill switch: flattening and stopping %d bots", len(self._refs))
         for ref in list(self._refs.values()):
-            ref.tell(BotCommand("kill", "kill switch: all positions flattened, trading halted"))
+            ref.tell(BotCommand("kill", KILL_REASON))
+        # halted is persisted: should we die before the bots act, they are killed on restore
+        self._kill_done()
+
+    def _kill_done(self) -> None:
+        try:
+            (self._data_dir / KILL_REQUEST).unlink(missing_ok=True)
+        except OSError as exc:  # harmless: applying the request again changes nothing
+            log.warning("could not remove %s: %s", KILL_REQUEST, exc)
 
     def _create(self, bot_id: str, body: dict[str, Any]) -> None:
         from engine.config import ConfigError  # noqa: PLC0415
@@ -331,6 +363,10 @@ class TradingActor(pykka.ThreadingActor):
             crash = {**bot.update(), "status": "error",
                      "reason": f"trading process restarted: {self._restart_reason}"}
             self._io.send({"type": "trading_update", "data": crash})
+        if self._halted:  # the kill switch was engaged but this bot never heard it
+            bot.stop(KILL_REASON, "killed")
+            self._save_and_publish(bot_id, bot.state.to_dict(), bot.update(), True)
+            return
         if state.status == "starting":
             bot.set_status("running")
         verb = "resumed" if state.status == "running" else "restored"

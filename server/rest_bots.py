@@ -60,8 +60,30 @@ def detail(row: dict[str, Any]) -> dict[str, Any]:
             "blocked_entries": st.get("blocked", [])}
 
 
-def _read_all(store: Any) -> dict[str, Any]:
-    return {"bots": [summary(r) for r in store.rows()], "halted": store.halted()}
+def _halted(store: Any, data_dir: Any) -> bool:
+    from actors.trading import kill_requested  # noqa: PLC0415
+
+    return bool(store.halted()) or kill_requested(data_dir)
+
+
+def _read_all(store: Any, data_dir: Any) -> dict[str, Any]:
+    return {"bots": [summary(r) for r in store.rows()], "halted": _halted(store, data_dir)}
+
+
+def _trading_alive(daemon: Any) -> bool:
+    """False when no trading process can take a command (down after its crash budget ran out)."""
+    children = daemon.health().get("children") or []
+    return any(c.get("name") == "trading" and c.get("alive") for c in children)
+
+
+def _live_trading(request: web.Request) -> Any:
+    """The daemon, or a 503 while its trading process is down (a command would be lost)."""
+    daemon = daemon_of(request.app)
+    if not _trading_alive(daemon):
+        raise json_error(503, "the trading process is not running (it crashed too often and the "
+                              "crash budget stopped its restarts; see GET /api/health); restart "
+                              "`qmx serve` and try again")
+    return daemon
 
 
 async def _row_or_404(request: web.Request) -> dict[str, Any]:
@@ -105,8 +127,8 @@ async def post_bot(request: web.Request) -> web.Response:
         raise json_error(400, "invalid request", errors=errors)
     if data_problem:
         raise json_error(422, data_problem)
-    daemon = daemon_of(request.app)
-    if await _blocking(_store(request.app).halted):
+    daemon = _live_trading(request)
+    if await _blocking(_halted, _store(request.app), request.app[DATA_DIR]):
         raise json_error(409, "trading is halted by the kill switch; POST /api/trading/resume "
                               "before starting new bots")
     bot_id = f"bot-{uuid.uuid4().hex[:12]}"
@@ -116,7 +138,7 @@ async def post_bot(request: web.Request) -> web.Response:
 
 async def list_bots(request: web.Request) -> web.Response:
     """Every bot (oldest first) with status and PnL; ``halted`` is the kill-switch state."""
-    return web.json_response(await _blocking(_read_all, _store(request.app)))
+    return web.json_response(await _blocking(_read_all, _store(request.app), request.app[DATA_DIR]))
 
 
 async def get_bot(request: web.Request) -> web.Response:
@@ -131,7 +153,7 @@ async def _act(request: web.Request, action: str) -> web.Response:
                               f"{action} applies to statuses {sorted(ACTIONS[action])}")
     # "stop" alone is the process-level stop of the trading child; bots get "stop_bot"
     cmd = "stop_bot" if action == "stop" else action
-    daemon_of(request.app).trading_command({"cmd": cmd, "bot_id": row["id"]})
+    _live_trading(request).trading_command({"cmd": cmd, "bot_id": row["id"]})
     return web.json_response({"bot_id": row["id"], "action": action, "status": row["status"]},
                              status=202)
 
@@ -152,17 +174,25 @@ async def delete_bot(request: web.Request) -> web.Response:
 
 
 async def kill(request: web.Request) -> web.Response:
-    """Kill switch: flatten every position, stop every bot (``killed``), refuse new bots."""
+    """Kill switch: flatten every position, stop every bot (``killed``), refuse new bots.
+
+    The request is written to disk before the command is sent, so it is never lost: a trading
+    process that is restarting (or down) applies it when it starts, before any bot resumes.
+    """
+    from actors.trading import request_kill  # noqa: PLC0415
+
     daemon = daemon_of(request.app)
-    live = [b["bot_id"] for b in (await _blocking(_read_all, _store(request.app)))["bots"]
-            if b["status"] in LIVE]
+    data_dir = request.app[DATA_DIR]
+    listing = await _blocking(_read_all, _store(request.app), data_dir)
+    live = [b["bot_id"] for b in listing["bots"] if b["status"] in LIVE]
+    await _blocking(request_kill, data_dir)
     daemon.trading_command({"cmd": "kill"})
     return web.json_response({"halted": True, "bots": live}, status=202)
 
 
 async def resume_trading(request: web.Request) -> web.Response:
     """Release the kill switch: new bots are accepted again (killed bots stay killed)."""
-    daemon_of(request.app).trading_command({"cmd": "resume_trading"})
+    _live_trading(request).trading_command({"cmd": "resume_trading"})
     return web.json_response({"halted": False}, status=202)
 
 

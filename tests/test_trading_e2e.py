@@ -13,6 +13,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from actors.trading import kill_requested, request_kill
 from server.cli import main as qmx
 from tests.conftest import eventually
 from tests.fixtures_daemon import Daemon, api, stop_daemon
@@ -196,6 +197,7 @@ def test_kill_switch_flattens_every_bot_and_refuses_new_ones_until_resume(
         state = bot(d, b)
         assert state["status"] == "killed" and state["positions"] == [] and state["trades"] > 0
         assert state["trade_list"][-1]["exit_reason"].startswith("kill switch")
+    assert not kill_requested(d["data_dir"])  # applied, so no longer pending
     status, body = api(d, "POST", "/api/bots", BOT)
     assert status == 409 and "kill switch" in body["error"]
     assert qmx(["bots", "start", "--symbol", "SYNTH", "--server", url]) == 1
@@ -267,3 +269,15 @@ def test_sigkill_of_the_trading_process_and_a_daemon_restart_keep_bots_intact(
                    timeout=30)
         trades = bot(d2, x)["trade_list"]
         assert len({t["entry_bar"] for t in trades}) == len(trades)
+    # the kill switch pressed while no trading process could hear it (REST records the request
+    # on disk first): the next trading process applies it before any bot trades again
+    stop_daemon(d2)
+    request_kill(tmp_path / "data")
+    d3 = daemon_factory(data_dir=tmp_path / "data", workers=1)
+    for x in (a, b):
+        eventually(lambda: bot(d3, x)["status"] == "killed", timeout=30)  # noqa: B023
+        killed = bot(d3, x)
+        assert killed["positions"] == [] and killed["reason"].startswith("kill switch")
+    listing = api(d3, "GET", "/api/bots")[1]
+    assert listing["halted"] is True and not kill_requested(tmp_path / "data")
+    assert api(d3, "POST", "/api/bots", BOT)[0] == 409
