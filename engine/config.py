@@ -152,8 +152,10 @@ def parse_config(body: Mapping[str, Any]) -> BacktestConfig:
     if isinstance(seed, bool) or not isinstance(seed, int):
         errors["seed"] = f"must be an integer, got {seed!r}"
         seed = 42
-    if not errors:
-        _check_extensions(strategy, dict(params), dict(spiced), dict(robustness), errors)
+    # Every field is checked in one pass, so a client sees all its mistakes at once; only
+    # parameters of a strategy that is itself invalid cannot be checked.
+    _check_extensions(None if "strategy" in errors else strategy, dict(params), dict(spiced),
+                      dict(robustness), errors)
     if errors:
         raise ConfigError(errors)
     return BacktestConfig(
@@ -175,15 +177,17 @@ def _costs(raw: Any, errors: dict[str, str]) -> Costs:
     return Costs(**vals)
 
 
-def _check_extensions(strategy: str, params: dict[str, Any], spiced: dict[str, Any],
+def _check_extensions(strategy: str | None, params: dict[str, Any], spiced: dict[str, Any],
                       robustness: dict[str, Any], errors: dict[str, str]) -> None:
-    """Field checks owned by the strategy registry, the spiced layer and the robustness layer."""
+    """Field checks owned by the strategy registry, the spiced layer and the robustness layer
+    (``strategy`` None: the strategy field is already reported, its parameters are not checked)."""
     try:
         from engine.strategies import validate_strategy  # noqa: PLC0415 - avoids an import cycle
     except ImportError:
         pass
     else:
-        errors.update(validate_strategy(strategy, params))
+        if strategy is not None:
+            errors.update(validate_strategy(strategy, params))
     try:
         from engine.spiced import validate_spiced_options  # noqa: PLC0415
     except ImportError:

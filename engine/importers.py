@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engine.bars import NS_PER_S, TIMEFRAMES, Bars, check_timeframe
+from engine.resample import can_resample, resample
 from engine.textscan import DataFormatError, Table, decode, split_fields
 
 #: Accepted values of ``fmt``; "auto" recognises the layout from the first line.
@@ -224,13 +226,17 @@ def _iso(ns: Any) -> str:
 
 
 def read_bars(source: Path | str | bytes, symbol: str, timeframe: str, fmt: str = "auto",
-              utc_shift_hours: float = 0.0, filename: str | None = None) -> Bars:
+              utc_shift_hours: float = 0.0, filename: str | None = None, *,
+              resample_finer: bool = False) -> Bars:
     """Read a bar file (a path, or the bytes of an upload) into :class:`Bars`.
 
     ``fmt`` is one of :data:`FORMATS`; "auto" recognises the layout from the first line.
     ``utc_shift_hours`` is how far the file's clock is ahead of UTC (MetaTrader brokers often
     run at UTC+2 or +3): it is subtracted from every time. It applies to mt5 and generic files;
     histdata.com files are always EST (UTC-5) and Dukascopy files always UTC.
+    With ``resample_finer`` a file of a finer timeframe than ``timeframe`` (judged by the median
+    spacing of its bars, e.g. an M1 file asked for as H1) is checked at its own timeframe and
+    aggregated to ``timeframe``, as the store does for a timeframe it does not hold.
     Raises :class:`DataFormatError` (file, line, problem) for bad content, ``ValueError`` for bad
     arguments and ``OSError`` when a path cannot be read.
     """
@@ -249,19 +255,37 @@ def read_bars(source: Path | str | bytes, symbol: str, timeframe: str, fmt: str 
     data = decode(raw, name)
     blank = len(data) - len(data.lstrip(b"\n"))  # leading empty lines: parsing starts after them
     try:
-        cols, ns, fmt = _parse(data[blank:], name, fmt, utc_shift_hours, timeframe)
+        cols, ns, fmt, native = _parse(data[blank:], name, fmt, utc_shift_hours, timeframe, resample_finer)
     except DataFormatError as exc:
         if blank and exc.line:
             raise DataFormatError(name, exc.line + blank, exc.problem) from None
         raise
-    return Bars(symbol=symbol, timeframe=timeframe, time=ns, open=cols["open"], high=cols["high"],
+    bars = Bars(symbol=symbol, timeframe=native, time=ns, open=cols["open"], high=cols["high"],
                 low=cols["low"], close=cols["close"], volume=cols["volume"], spread=cols.get("spread"),
                 source=f"{Path(name).name} ({fmt})", meta={"format": fmt, "filename": Path(name).name})
+    if native == timeframe:
+        return bars
+    return replace(resample(bars, timeframe), source=f"{bars.source}, resampled from {native}",
+                   meta={**bars.meta, "resampled_from": native})
 
 
-def _parse(data: bytes, name: str, fmt: str, utc_shift_hours: float,
-           timeframe: str) -> tuple[dict[str, np.ndarray], np.ndarray, str]:
-    """Columns, UTC times and the layout of decoded bytes that start with the header line."""
+def _native_timeframe(ns: np.ndarray, timeframe: str) -> str:
+    """The finer timeframe whose bar length is the file's median bar spacing, if ``timeframe``
+    can be aggregated from it; else ``timeframe`` (whose checks then report any problem).
+    The median, not the minimum: one stray close pair of bars must fail, not pick a timeframe."""
+    if ns.size < 2:
+        return timeframe
+    median_s = float(np.median(np.diff(ns))) / NS_PER_S
+    for tf, secs in TIMEFRAMES.items():
+        if secs == median_s and secs < TIMEFRAMES[timeframe] and can_resample(tf, timeframe):
+            return tf
+    return timeframe
+
+
+def _parse(data: bytes, name: str, fmt: str, utc_shift_hours: float, timeframe: str,
+           resample_finer: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray, str, str]:
+    """Columns, UTC times, the layout and the bars' own timeframe of decoded bytes that start
+    with the header line."""
     if fmt == "auto":
         detected = detect_format(data)
         if detected is None:
@@ -273,5 +297,6 @@ def _parse(data: bytes, name: str, fmt: str, utc_shift_hours: float,
                          f"fixed time zone (histdata EST, dukascopy UTC), got {utc_shift_hours!r}")
     cols, ns, table = _PARSERS[fmt](data, name)
     ns = ns - int(round(utc_shift_hours * 3600)) * NS_PER_S
-    _check(table, cols, ns, timeframe)
-    return cols, ns, fmt
+    native = _native_timeframe(ns, timeframe) if resample_finer else timeframe
+    _check(table, cols, ns, native)
+    return cols, ns, fmt, native

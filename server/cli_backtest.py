@@ -10,11 +10,13 @@ import argparse
 import datetime as dt
 import json
 import logging
+import re
 import sys
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
+from engine.bars import TIMEFRAMES
 from engine.config import SIZE_UNITS, VARIANTS, BacktestConfig, ConfigError, parse_config
 from engine.progress import Progress
 
@@ -33,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("example: qmx backtest --symbol EURUSD --timeframe H1 --from 2023-01-01 --to 2023-12-31 "
                      "--strategy sma_cross --param fast=10 --param slow=20 --variant spiced")
     a = parser.add_argument
-    a("--symbol", default="SYNTH", help="symbol in the data store (default SYNTH: synthetic data, always there)")
+    a("--symbol", default=None,
+      help="symbol in the data store (default SYNTH: synthetic data, always there; with --data: the file's name)")
     a("--timeframe", default="H1", help="M1, M5, M15, M30, H1, H4 or D1 (default H1)")
     a("--from", dest="start_date", default=None, metavar="YYYY-MM-DD", help="first day (default: all data)")
     a("--to", dest="end_date", default=None, metavar="YYYY-MM-DD", help="last day, inclusive (default: all data)")
@@ -90,9 +93,22 @@ def _number(text: str | None, option: str, errors: list[str]) -> float | int | N
         return None
 
 
+def _symbol(args: argparse.Namespace) -> str:
+    """--symbol, else the name of the --data file (its bars are real: never call them SYNTH), else SYNTH."""
+    if args.symbol is not None:
+        return str(args.symbol)
+    data = getattr(args, "data", None)
+    if data is None:
+        return "SYNTH"
+    # EURUSD_H1.csv -> EURUSD: the name up to a timeframe token, as exports are usually named
+    words = re.split(r"[^A-Za-z0-9.]+", Path(data).stem.upper())
+    cut = next((k for k, w in enumerate(words) if w in TIMEFRAMES and k), len(words))
+    return "_".join(w for w in words[:cut] if w)[:32] or "DATA"
+
+
 def build_body(args: argparse.Namespace, errors: list[str]) -> dict[str, Any]:
     """The backtest request (REST body shape) from the options; problems are appended to ``errors``."""
-    body: dict[str, Any] = {"symbol": args.symbol, "timeframe": args.timeframe, "variant": args.variant,
+    body: dict[str, Any] = {"symbol": _symbol(args), "timeframe": args.timeframe, "variant": args.variant,
                             "strategy": args.strategy, "size_unit": args.size_unit,
                             "params": _pairs(args.param, "--param", errors)}
     for key in ("start_date", "end_date"):
@@ -123,6 +139,11 @@ def _option(field: str) -> str:
     return _OPTION.get(field, field)
 
 
+def _cli_words(message: str) -> str:
+    """An engine message with request field names replaced by the options that set them."""
+    return message.replace("`start_date`/`end_date`", "--from/--to").replace("start_date (", "--from (")
+
+
 def _fail(lines: list[str], code: int = 2, err: TextIO | None = None, command: str = "backtest") -> int:
     err = err or sys.stderr
     for line in lines:
@@ -140,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = parse_config(body)
     except ConfigError as exc:
-        errors += [f"{_option(k)}: {v}" for k, v in exc.errors.items()]
+        errors += [f"{_option(k)}: {_cli_words(v)}" for k, v in exc.errors.items()]
     if args.data is not None and not args.data.is_file():
         errors.append(f"--data: file {str(args.data)!r} does not exist or is not a file")
     if errors or config is None:
@@ -171,17 +192,21 @@ def run_on_data(command: str, args: argparse.Namespace, config: BacktestConfig,
     from engine.importers import DataFormatError, read_bars  # noqa: PLC0415 - heavy imports after argument checks
     from engine.store import DataNotFound, DataStore, default_data_dir  # noqa: PLC0415
 
+    if args.data is not None and config.symbol.upper() == "SYNTH":
+        return _fail(["--symbol: 'SYNTH' names the built-in synthetic data; give the --data file's bars "
+                      "their own name, e.g. --symbol EURUSD"], command=command)
     progress = ProgressPrinter(sys.stderr)
     try:
         if args.data is not None:
-            return job(bars=read_bars(args.data, config.symbol, config.timeframe), progress=progress)
+            bars = read_bars(args.data, config.symbol, config.timeframe, resample_finer=True)
+            return job(bars=bars, progress=progress)
         return job(store=DataStore(args.data_dir or default_data_dir()), progress=progress)
     except DataNotFound as exc:
         return _fail([f"--symbol/--timeframe/--from/--to: {exc}"], command=command)
     except DataFormatError as exc:
         return _fail([f"--data: {exc}"], code=1, command=command)
     except ValueError as exc:
-        return _fail([str(exc)], command=command)
+        return _fail([_cli_words(str(exc))], command=command)
     except Exception as exc:  # noqa: BLE001 - a failing strategy or unreadable file: one line, exit 1
         return _fail([f"{command} failed: {type(exc).__name__}: {exc}"], code=1, command=command)
     finally:

@@ -56,6 +56,17 @@ def _fail(command: str, message: str, code: int) -> int:
     return code
 
 
+#: engine argument -> the option a user typed, so an error names what is on the command line
+_OPTIONS = {"`symbol`": "--symbol", "`timeframe`": "--timeframe", "`fmt`": "--format",
+            "`utc_shift_hours`": "--utc-shift"}
+
+
+def _as_options(message: str) -> str:
+    for name, option in _OPTIONS.items():
+        message = message.replace(name, option)
+    return message
+
+
 def _import(store: DataStore, args: argparse.Namespace) -> int:
     if not args.file.is_file():
         return _fail("import", f"FILE {str(args.file)!r} does not exist or is not a file", 2)
@@ -65,7 +76,7 @@ def _import(store: DataStore, args: argparse.Namespace) -> int:
     except DataFormatError as exc:
         return _fail("import", str(exc), 1)
     except ValueError as exc:
-        return _fail("import", str(exc), 2)
+        return _fail("import", _as_options(str(exc)), 2)
     except OSError as exc:
         return _fail("import", f"cannot read or write: {exc}", 1)
     print(f"Stored {row['symbol']} {row['timeframe']}: {row['bars']} bars {row['start']} .. {row['end']} "

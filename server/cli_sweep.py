@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("example: qmx sweep --symbol EURUSD --timeframe H1 --strategy sma_cross "
                      "--grid fast=5:30:5 --grid slow=20:100:10 --objective 'return_pct / max(drawdown, 1)'")
     a = parser.add_argument
-    a("--symbol", default="SYNTH", help="symbol in the data store (default SYNTH: synthetic data, always there)")
+    a("--symbol", default=None,
+      help="symbol in the data store (default SYNTH: synthetic data, always there; with --data: the file's name)")
     a("--timeframe", default="H1", help=f"one of {', '.join(TIMEFRAMES)} (default H1)")
     a("--from", dest="start_date", default=None, metavar="YYYY-MM-DD", help="first day (default: all data)")
     a("--to", dest="end_date", default=None, metavar="YYYY-MM-DD", help="last day, inclusive (default: all data)")

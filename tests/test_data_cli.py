@@ -52,9 +52,10 @@ def test_bad_file_exits_1_with_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--symbol", "SYNTH", "--timeframe", "H1"], "`symbol` 'SYNTH' is reserved"),
-    (["--symbol", "a b", "--timeframe", "H1"], "`symbol` must be 1-32 characters"),
-    (["--symbol", "X", "--timeframe", "H1", "--format", "histdata", "--utc-shift", "2"], "`utc_shift_hours` applies"),
+    (["--symbol", "SYNTH", "--timeframe", "H1"], "error: --symbol 'SYNTH' is reserved"),
+    (["--symbol", "a b", "--timeframe", "H1"], "error: --symbol must be 1-32 characters"),
+    (["--symbol", "X", "--timeframe", "H1", "--format", "histdata", "--utc-shift", "2"], "error: --utc-shift applies"),
+    (["--symbol", "X", "--timeframe", "H1", "--utc-shift", "25"], "error: --utc-shift must be a number of hours"),
 ])
 def test_bad_arguments_exit_2(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                               argv: list[str], message: str) -> None:

@@ -192,6 +192,19 @@ def test_bad_files(content: bytes, line: int | None, problem: str) -> None:
         assert err.value.line == line and f"line {line}:" in str(err.value)
 
 
+def test_resample_finer_reads_a_file_at_its_own_timeframe(shared_data: Path, reference: Bars) -> None:
+    from engine.resample import resample
+
+    bars = read_bars(shared_data / "EURUSD_H1.csv", "EURUSD", "D1", resample_finer=True)
+    assert_same_bars(bars, resample(reference, "D1"))
+    assert bars.timeframe == "D1" and bars.source == "EURUSD_H1.csv (generic), resampled from H1"
+    assert read_bars(shared_data / "EURUSD_H1.csv", "EURUSD", "H1", resample_finer=True).timeframe == "H1"
+    # one stray half-hour bar in an hourly file is still an error, not a reason to read it as M30
+    with pytest.raises(DataFormatError, match=r"line 4: bar is 1800 s after"):
+        read_bars((GOOD + "2024-01-02 11:30,1,2,0.5,1.5,3\n" + "".join(
+            f"2024-01-03 {h:02d}:00,1,2,0.5,1.5,3\n" for h in range(10))).encode(), "X", "H4", resample_finer=True)
+
+
 def test_wrong_timeframe_detected(shared_data: Path) -> None:
     with pytest.raises(DataFormatError, match="no two bars are one M1"):
         read_bars(shared_data / "EURUSD_H1.csv", "EURUSD", "M1")

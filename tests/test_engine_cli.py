@@ -51,6 +51,32 @@ def test_each_bad_argument_is_named(argv: list[str], expected: str, tmp_path: Pa
     assert len(err) == 1 and err[0].startswith(f"qmx backtest: error: {expected}")
 
 
+def test_every_bad_field_is_reported_at_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Strategy, spiced and robustness options are checked even when a basic field is wrong too."""
+    code = main(["backtest", "--data-dir", str(tmp_path), "--timeframe", "X", "--param", "fast=abc",
+                 "--spiced", "kelly_cap=3", "--from", "2023-05-01", "--to", "2023-01-01"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [
+        "qmx backtest: error: --timeframe: must be one of ['M1', 'M5', 'M15', 'M30', 'H1', 'H4', 'D1'], got 'X'",
+        "qmx backtest: error: --to: must not be before --from (2023-05-01), got '2023-01-01'",
+        "qmx backtest: error: --param fast: must be an integer in [1, 100000], got 'abc'",
+        "qmx backtest: error: --spiced kelly_cap: must be in (0, 1], got 3",
+    ]
+
+
+def test_data_file_is_named_after_itself_never_synth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real bars from --data are never labelled SYNTH; a coarser --timeframe resamples the file."""
+    assert main(["backtest", "--data", EURUSD, "--timeframe", "H4", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)["results"]["data"]
+    assert data["symbol"] == "EURUSD" and data["timeframe"] == "H4" and data["synthetic"] is False
+    assert data["source"] == "EURUSD_H1.csv (generic), resampled from H1" and data["bars"] == 1292
+    assert main(["backtest", "--data", EURUSD, "--symbol", "synth"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["qmx backtest: error: --symbol: 'SYNTH' names the built-in synthetic data; give the --data "
+                   "file's bars their own name, e.g. --symbol EURUSD"]
+
+
 def test_json_output_has_the_spec_fields(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["backtest", "--symbol", "EURUSD", "--data", EURUSD, "--param", "fast=10", "--param", "slow=20",
                  "--balance", "1000000", "--size", "1", "--size-unit", "lots", "--json"])
