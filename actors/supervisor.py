@@ -90,10 +90,14 @@ class Supervisor(pykka.ThreadingActor):
             log.exception("supervisor failed on %s; carrying on", type(message).__name__)
             return None
         finally:
-            if self._out:
-                events, self._out = self._out, []
-                self._cm.tell(Publish(events))
+            self._flush()
             self._publish_health()
+
+    def _flush(self) -> None:
+        """Hand the events emitted so far to the connection manager (one tell)."""
+        if self._out:
+            events, self._out = self._out, []
+            self._cm.tell(Publish(events))
 
     def _dispatch_message(self, message: Any) -> Any:
         if isinstance(message, FromChildren):
@@ -353,6 +357,7 @@ class Supervisor(pykka.ThreadingActor):
                 self.finish(job.id, "failed", f"worker process died: {how}",
                             f"{h.label} (pid {msg.pid}) died while running this job; a new worker "
                             "takes its slot")
+                self._flush()  # the error goes out now, not after the replacement is spawned
         if not expected:
             log.warning("%s (pid %d) died unexpectedly: %s", h.label, msg.pid, how)
             if not self._budget.record():
@@ -386,9 +391,7 @@ class Supervisor(pykka.ThreadingActor):
         for h in self._all_children():
             if h.spec.name != "log":
                 h.send({"cmd": "stop"})
-        if self._out:
-            events, self._out = self._out, []
-            self._cm.tell(Publish(events))
+        self._flush()
         return counts
 
 

@@ -126,8 +126,15 @@ def test_health_strategies_and_openapi(daemon: Daemon) -> None:
     assert status == 200 and "sma_cross" in [s["name"] for s in body["strategies"]]
     status, doc = api(daemon, "GET", "/api/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
-    for path, method in (("/api/backtests", "post"), ("/api/backtests/{id}", "delete"),
-                         ("/api/backtests/{id}/trades", "get"), ("/api/sweeps", "post"),
-                         ("/api/data", "post"), ("/api/health", "get"), ("/ws", "get")):
-        assert method in doc["paths"][path], path
+    expected = {("/api/backtests", "post"), ("/api/backtests", "get"), ("/api/backtests/{id}", "get"),
+                ("/api/backtests/{id}", "delete"), ("/api/backtests/{id}/trades", "get"),
+                ("/api/backtests/{id}/equity", "get"), ("/api/backtests/{id}/report", "get"),
+                ("/api/sweeps", "post"), ("/api/sweeps", "get"), ("/api/sweeps/{id}", "get"),
+                ("/api/data", "get"), ("/api/data", "post"), ("/api/health", "get"),
+                ("/api/strategies", "get"), ("/api/openapi.json", "get"), ("/api/bots", "get"),
+                ("/api/bots", "post"), ("/api/bots/{id}", "delete"), ("/api/trading/kill", "post"),
+                ("/ws", "get")}
+    listed = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    assert expected <= listed, sorted(expected - listed)
+    assert all(op["summary"] for ops in doc["paths"].values() for op in ops.values())
     assert "400" in doc["paths"]["/api/backtests"]["post"]["responses"]
