@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from typing import Any, Callable, TypeVar
 
@@ -28,6 +29,11 @@ ACTIONS: dict[str, frozenset[str]] = {
     "stop": LIVE,
 }
 BOT_STORE: web.AppKey[Any] = web.AppKey("bot_store", object)
+#: Bots accepted (202) that the trading process has not stored yet, so reads right after
+#: POST show them as ``starting`` instead of 404. Entries leave once stored, or after
+#: PENDING_TTL seconds (a create the trading process never carried out).
+PENDING: web.AppKey[dict[str, dict[str, Any]]] = web.AppKey("pending_bots", dict)
+PENDING_TTL = 60.0
 
 
 async def _blocking(fn: Callable[..., T], *args: Any) -> T:
@@ -60,6 +66,21 @@ def detail(row: dict[str, Any]) -> dict[str, Any]:
             "blocked_entries": st.get("blocked", [])}
 
 
+def _pending_rows(app: web.Application, stored: set[str]) -> list[dict[str, Any]]:
+    """Rows for accepted bots not stored yet (dropping those stored or too old)."""
+    pending, now = app[PENDING], time.monotonic()
+    for bot_id in [b for b, p in pending.items() if b in stored or now - p["accepted"] > PENDING_TTL]:
+        del pending[bot_id]
+    return [p["row"] for p in pending.values()]
+
+
+def _pending_row(bot_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    ms = time.time_ns() // 1_000_000  # the store's format: ISO UTC, milliseconds, Z
+    now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+    return {"id": bot_id, "created_at": now, "updated_at": now, "status": "starting",
+            "config": body, "state": {}, "summary": {"pnl": 0.0, "open_positions": 0, "trades": 0}}
+
+
 def _halted(store: Any, data_dir: Any) -> bool:
     from actors.trading import kill_requested  # noqa: PLC0415
 
@@ -89,6 +110,8 @@ def _live_trading(request: web.Request) -> Any:
 async def _row_or_404(request: web.Request) -> dict[str, Any]:
     bot_id = request.match_info["id"]
     row = await _blocking(_store(request.app).row, bot_id)
+    if row is None:
+        row = next((r for r in _pending_rows(request.app, set()) if r["id"] == bot_id), None)
     if row is None:
         raise json_error(404, f"no bot with id {bot_id!r}; GET /api/bots lists them")
     return row
@@ -133,12 +156,17 @@ async def post_bot(request: web.Request) -> web.Response:
                               "before starting new bots")
     bot_id = f"bot-{uuid.uuid4().hex[:12]}"
     daemon.trading_command({"cmd": "create", "bot_id": bot_id, "config": body})
+    _pending_rows(request.app, set())  # prune, so the map stays bounded without reads
+    request.app[PENDING][bot_id] = {"accepted": time.monotonic(), "row": _pending_row(bot_id, body)}
     return web.json_response({"bot_id": bot_id, "status": "starting"}, status=202)
 
 
 async def list_bots(request: web.Request) -> web.Response:
     """Every bot (oldest first) with status and PnL; ``halted`` is the kill-switch state."""
-    return web.json_response(await _blocking(_read_all, _store(request.app), request.app[DATA_DIR]))
+    listing = await _blocking(_read_all, _store(request.app), request.app[DATA_DIR])
+    stored = {b["bot_id"] for b in listing["bots"]}
+    listing["bots"] += [summary(r) for r in _pending_rows(request.app, stored)]
+    return web.json_response(listing)
 
 
 async def get_bot(request: web.Request) -> web.Response:
@@ -184,7 +212,9 @@ async def kill(request: web.Request) -> web.Response:
     daemon = daemon_of(request.app)
     data_dir = request.app[DATA_DIR]
     listing = await _blocking(_read_all, _store(request.app), data_dir)
+    stored = {b["bot_id"] for b in listing["bots"]}
     live = [b["bot_id"] for b in listing["bots"] if b["status"] in LIVE]
+    live += [r["id"] for r in _pending_rows(request.app, stored)]  # created before the kill lands
     await _blocking(request_kill, data_dir)
     daemon.trading_command({"cmd": "kill"})
     return web.json_response({"halted": True, "bots": live}, status=202)
@@ -230,6 +260,7 @@ def setup_routes(app: web.Application) -> None:
     from actors.trading import BOTS_DB, BotStore  # noqa: PLC0415
 
     app[BOT_STORE] = BotStore(app[DATA_DIR] / BOTS_DB, readonly=True)
+    app[PENDING] = {}
     openapi.DETAILS.update(DETAILS)
     r = app.router
     r.add_post("/api/bots", post_bot)
