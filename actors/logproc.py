@@ -4,7 +4,7 @@ Records arrive as msgpack dicts in ``{"cmd": "log", "records": [...]}`` batches 
 process's inbox, forwarded by the main process from every child's outbox and from its own
 ``logging`` (see :class:`actors.process.RecordHandler`; records that do not fit a full queue are
 dropped and counted, and the count is logged with the next record that gets through). The :class:`LogActor` writes every record to
-``data_dir/logs/qmx.log`` (rotating, 10 MB x 5) and turns it into a spec ``log_entry`` event:
+``data_dir/logs/qmx.log`` (rotating, 10 MB x 5), WARNING and above also to stderr, and turns it into a spec ``log_entry`` event:
 records of loggers named ``backtest.<id>`` carry ``backtest_id`` (topic ``backtest``), all others
 go to the ``logs`` topic. At most 2000 log_entry events per second are streamed; the rest are
 still written to the file and counted, and a WARNING entry says how many were not streamed, so a
@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import logging.handlers
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,12 @@ class LogActor(pykka.ThreadingActor):
         self._file.setFormatter(logging.Formatter(
             "%(asctime)s %(levelname)s [%(processName)s] %(name)s %(module)s.%(funcName)s:"
             "%(lineno)d %(message)s"))
+        # Warnings and errors of every process also reach the terminal `qmx serve` runs in (this
+        # process inherits its stderr), so an operator sees a crash loop without opening the file.
+        self._console = logging.StreamHandler(sys.stderr)
+        self._console.setLevel(logging.WARNING)
+        self._console.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s [%(processName)s] %(name)s: %(message)s"))
         self._window_start = time.monotonic()
         self._streamed = 0
         self.not_streamed = 0
@@ -89,6 +96,7 @@ class LogActor(pykka.ThreadingActor):
     def on_stop(self) -> None:
         self._report_unstreamed(force=True)
         self._file.close()
+        self._console.flush()
 
     def _handle(self, batch: list[dict[str, Any]]) -> None:
         for rec in batch:
@@ -138,7 +146,9 @@ class LogActor(pykka.ThreadingActor):
         record.processName = str(rec.get("processName", ""))
         try:
             self._file.emit(record)
-        except Exception:  # a full disk must not stop streaming
+            if record.levelno >= logging.WARNING:
+                self._console.emit(record)
+        except Exception:  # a full disk or a closed terminal must not stop streaming
             pass
 
 

@@ -123,7 +123,10 @@ class BacktestActor(pykka.ThreadingActor):
             return "cancelled", error_event(bid, "Backtest cancelled",
                                             f"{self._cancel.reason(bid)}; before the first bar")
         logger = logging.getLogger(f"backtest.{bid}")
-        progress = _ProgressEmitter(self._io, bid, len(bars), self._cancel)
+        from engine.bars import ns_to_date  # noqa: PLC0415
+
+        progress = _ProgressEmitter(self._io, bid, len(bars), self._cancel,
+                                    ns_to_date(int(bars.time[-1])))
         try:
             result = engine.run_backtest(config, bars=bars, store=store, progress=progress,
                                          logger=logger)
@@ -212,8 +215,10 @@ def _date_range(store: Any, config: Any) -> tuple[str, str] | None:
 class _ProgressEmitter:
     """The engine's progress callback: checks for cancellation, emits throttled progress events."""
 
-    def __init__(self, io: ChildIO, bid: str, total: int, cancel: _Cancel) -> None:
+    def __init__(self, io: ChildIO, bid: str, total: int, cancel: _Cancel,
+                 last_date: str = "") -> None:
         self._io, self._bid, self._total, self._cancel = io, bid, total, cancel
+        self._last_date = last_date  # current_date of a 100 % event the engine did not send
         self._last_emit = float("-inf")
         self.last_bars = -1
         self._last: Any = None
@@ -237,7 +242,7 @@ class _ProgressEmitter:
         """Make sure a 100 % event went out (the engine promises one; this is a seat belt)."""
         p = self._last
         if p is None:
-            self._emit(self._total, self._total, "", 0, 0.0)
+            self._emit(self._total, self._total, self._last_date, 0, 0.0)
         elif self.last_bars < p.total_bars:
             self._emit(p.total_bars, p.total_bars, p.current_date, p.trades_count, p.current_pnl)
 

@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 #: Most rows a list endpoint returns (newest first).
 LIST_LIMIT = 200
+#: Largest JSON request body, in bytes (a backtest or sweep request is a few hundred).
+JSON_BODY_LIMIT = 1024 * 1024
 #: Run statuses, and the ones after which a run cannot be cancelled.
 STATUSES: tuple[str, ...] = RUN_STATUSES
 FINISHED: frozenset[str] = FINAL_STATUSES
@@ -30,6 +32,9 @@ _SWEEP_ONLY_FIELDS = ("grid", "objective")
 def json_error(status: int, message: str, **extra: Any) -> web.HTTPException:
     """An HTTP error whose body is ``{"error": message, **extra}``."""
     body = json.dumps({"error": message, **extra})
+    if status == 413:
+        return web.HTTPRequestEntityTooLarge(JSON_BODY_LIMIT, extra.get("size", 0), text=body,
+                                             content_type="application/json")
     exc_type = {400: web.HTTPBadRequest, 404: web.HTTPNotFound, 409: web.HTTPConflict,
                 422: web.HTTPUnprocessableEntity}[status]
     return exc_type(text=body, content_type="application/json")
@@ -51,11 +56,16 @@ async def _submit(fn: Callable[..., T], *args: Any) -> T:
 
 
 async def _json_body(request: web.Request) -> Any:
+    raw = await request.read()
+    if len(raw) > JSON_BODY_LIMIT:  # parsed on the loop: keep it small (CSV uploads go elsewhere)
+        raise json_error(413, f"request body too large: {len(raw)} bytes; a JSON body may have "
+                              f"at most {JSON_BODY_LIMIT} bytes", size=len(raw))
     try:
-        raw = await request.read()
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise json_error(400, f"request body must be a JSON object: {exc}") from None
+    except RecursionError:
+        raise json_error(400, "request body must be a JSON object: nested too deeply") from None
 
 
 def _status_query(request: web.Request) -> str | None:
@@ -182,7 +192,7 @@ async def delete_backtest(request: web.Request) -> web.Response:
 # -------------------------------------------------------------------------------- sweeps
 async def post_sweep(request: web.Request) -> web.Response:
     """Queue a sweep over ``grid`` ranked by ``objective``; 202 ``{sweep_id, status}``."""
-    from engine.sweep import compile_objective, normalize_grid  # noqa: PLC0415
+    from engine.sweep import compile_objective, normalize_grid, sweep_errors  # noqa: PLC0415
 
     body = await _json_body(request)
     if not isinstance(body, Mapping):
@@ -201,6 +211,8 @@ async def post_sweep(request: web.Request) -> web.Response:
     config, config_errors = await _blocking(
         _parse, {k: v for k, v in body.items() if k not in _SWEEP_ONLY_FIELDS})
     errors.update(config_errors)
+    if not errors:  # a _full variant, or a grid the strategy accepts no combination of: 400, not a failed sweep
+        errors.update(await _blocking(sweep_errors, config, grid))
     if errors:
         raise json_error(400, "invalid request", errors=errors)
     await _check_data(request, config.symbol, config.timeframe, config.start_date, config.end_date)

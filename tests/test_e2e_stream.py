@@ -192,7 +192,8 @@ async def _oversized_frame_closes_1009(daemon: Daemon) -> None:
 
 
 def test_every_bad_input_gets_an_error_and_the_socket_stays_open(daemon: Daemon) -> None:
-    log_before = daemon["log"].stat().st_size
+    qmx_log = daemon["data_dir"] / "logs" / "qmx.log"  # every process's log records
+    logs = {path: path.stat().st_size for path in (daemon["log"], qmx_log)}
 
     async def main() -> None:
         async with websockets.connect(daemon["ws_url"]) as ws:
@@ -207,9 +208,11 @@ def test_every_bad_input_gets_an_error_and_the_socket_stays_open(daemon: Daemon)
             assert reply["topic"] == "logs" and reply["type"] != "error"
     asyncio.run(main())
     asyncio.run(_oversized_frame_closes_1009(daemon))
-    with open(daemon["log"], "rb") as log:
-        log.seek(log_before)
-        assert b"Traceback" not in log.read()
+    for path, before in logs.items():
+        with open(path, "rb") as log:
+            log.seek(before)
+            text = log.read()
+        assert b"Traceback" not in text and b"ERROR" not in text, (path, text[-2000:])
 
 
 def test_subscribe_since_replays_a_finished_run_in_order(daemon: Daemon) -> None:

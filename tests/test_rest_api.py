@@ -32,6 +32,10 @@ def test_malformed_json_and_non_object_bodies_are_400(daemon: Daemon) -> None:
     assert status == 400 and "JSON" in body["error"]
     status, body = api(daemon, "POST", "/api/backtests", [1, 2])
     assert status == 400 and "body" in body["errors"]
+    status, body = api(daemon, "POST", "/api/backtests", b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and "nested too deeply" in body["error"]  # not a 500
+    status, body = api(daemon, "POST", "/api/sweeps", b" " * (1024 * 1024 + 1))
+    assert status == 413 and "at most 1048576 bytes" in body["error"]
 
 
 def test_unknown_symbol_is_404_and_empty_range_is_422(daemon: Daemon) -> None:
