@@ -1,9 +1,10 @@
 """Paper trading: a bot = strategy + parameters + feed + paper account + risk limits.
 
 A bot decides exactly as a backtest does, by construction: each time its feed delivers a bar,
-it runs the engine (``engine.run_backtest``) over every bar seen so far and acts on the fills
-that newly appeared. The engine never looks ahead, so the fills of bar *i* cannot change when
-bar *i+1* arrives; replaying a range through a bot gives the trades a backtest gives.
+it runs the engine's simulation (the steps of ``engine.run_backtest`` up to the fills: strategy,
+the spiced plan, ``simulate_strategy``; not the metrics) over every bar seen so far and acts on
+the fills that newly appeared. The engine never looks ahead, so the fills of bar *i* cannot
+change when bar *i+1* arrives; replaying a range through a bot gives the trades a backtest gives.
 
 What the bot adds on top of the engine is the account and its limits: the balance and PnL in
 account currency, the daily loss limit (flatten and stop with a reason), the cap on open
@@ -20,6 +21,8 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Protocol
 
+import numpy as np
+
 from engine.bars import NS_PER_S, Bars, ns_to_iso
 from engine.config import BacktestConfig, ConfigError, parse_config
 from engine.feeds import (Bar, FeedSpec, MarketFeed, feed_from_spec, number_field,
@@ -28,6 +31,9 @@ from engine.feeds import (Bar, FeedSpec, MarketFeed, feed_from_spec, number_fiel
 STATUSES: tuple[str, ...] = ("starting", "running", "paused", "stopped", "error", "killed")
 BOT_VARIANTS: tuple[str, ...] = ("vanilla", "spiced")
 BOT_FIELDS: tuple[str, ...] = ("name", "feed", "risk")
+#: the per-trade columns of ``engine.fills.SimResult``
+_TRADE_COLUMNS = ("entry_bar", "exit_bar", "side", "size", "entry_price", "exit_price", "pnl",
+                  "return_pct", "commission", "exit_reason")
 _QUIET = logging.getLogger("engine.paper.replay")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False  # the per-bar re-runs would log every old trade again
@@ -293,20 +299,39 @@ class PaperBot:
             kinds += self.stop(breach)
         return kinds
 
-    def _run(self, history: Bars) -> dict[str, Any]:
-        from engine.backtest import run_backtest  # noqa: PLC0415 - heavy import on first use
+    def _run(self, history: Bars) -> Any:
+        """``run_backtest``'s simulation over ``history`` (its ``SimResult``), without the metrics
+        and JSON results it would then build: those cost ~10x the simulation and a bot needs only
+        the fills. The bot-vs-backtest tests hold these steps to ``run_backtest``'s."""
+        from engine.simulator import simulate_strategy  # noqa: PLC0415 - heavy import on first use
+        from engine.strategies import make_strategy  # noqa: PLC0415
 
-        return run_backtest(self._run_config, bars=history, logger=_QUIET)
+        cfg = self._run_config
+        strategy = make_strategy(cfg.strategy, cfg.params)
+        plan = None
+        if cfg.variant == "spiced":
+            from engine.spiced import prepare_spiced  # noqa: PLC0415
+
+            plan = prepare_spiced(history, strategy, cfg, _QUIET)
+        return simulate_strategy(history, strategy, cfg, allow_entry=getattr(plan, "allow_entry", None),
+                                 sizer=getattr(plan, "sizer", None), logger=_QUIET)
 
     # -- fills --------------------------------------------------------------------------
-    def _sync(self, result: Mapping[str, Any], history: Bars) -> list[str]:
+    def _sync(self, sim: Any, history: Bars) -> list[str]:
         """Apply the fills that appeared since the last bar (entries first, then exits)."""
-        res = result.get("results", {})
-        engine_trades: list[dict[str, Any]] = list(res.get("trades", []))
-        open_trade = res.get("open_trade")
+        from engine.backtest import trades_json  # noqa: PLC0415
+
         s = self.state
         done = {t["entry_bar"] for t in s.trades}
         skip = set(s.blocked)
+        # only trades not booked yet become JSON rows (the backtest's format, to the bit)
+        new = np.flatnonzero(~np.isin(sim.entry_bar, np.fromiter(done | skip, np.int64)))
+        engine_trades = trades_json(history, replace(sim, **{k: getattr(sim, k)[new]
+                                                             for k in _TRADE_COLUMNS}))
+        ot = sim.open_trade
+        open_trade: dict[str, Any] | None = None if ot is None else {
+            "entry_bar": int(ot.entry_bar), "side": "long" if ot.side > 0 else "short",
+            "size": float(ot.size), "entry_price": float(ot.entry_price)}
         kinds: list[str] = []
         for t in engine_trades:
             key = t["entry_bar"]
