@@ -25,14 +25,17 @@ _EXPORTS: dict[str, str] = {
     "synthetic_bars": "engine.synthetic",
     "default_data_dir": "engine.store",
     "read_bars": "engine.importers",
-    "resample": "engine.resample",
     "run_backtest": "engine.backtest",
     "run_sweep": "engine.sweep",
     "describe_strategies": "engine.strategies",
     "load_strategy": "engine.strategies",
 }
 
-__all__ = sorted(_EXPORTS)
+# `resample` is both a submodule and its function: importing the submodule (the store does) sets
+# the package attribute to the module, which would shadow a lazy export, so bind the function now.
+from engine.resample import resample  # noqa: E402
+
+__all__ = sorted([*_EXPORTS, "resample"])
 
 
 def __getattr__(name: str) -> Any:

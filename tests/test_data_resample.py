@@ -96,3 +96,11 @@ def test_unknown_timeframe_is_an_error() -> None:
     bars = synthetic_bars(timeframe="H1", start_date="2020-01-06", end_date="2020-01-06")
     with pytest.raises(ValueError, match="`timeframe` must be one of"):
         resample(bars, "W1")
+
+
+def test_package_export_is_the_function_even_after_the_store_imported_the_module() -> None:
+    """`from engine import resample` (as the README shows) gives the function, not the submodule."""
+    import engine.store  # noqa: F401 - imports the engine.resample submodule first
+    from engine import resample as exported
+
+    assert callable(exported) and exported is resample
