@@ -253,6 +253,8 @@ def read_bars(source: Path | str | bytes, symbol: str, timeframe: str, fmt: str 
     if not raw.strip():
         raise DataFormatError(name, 1, "empty file")
     data = decode(raw, name)
+    if not data.strip():  # only a byte-order mark, or blank lines in UTF-16
+        raise DataFormatError(name, 1, "empty file")
     blank = len(data) - len(data.lstrip(b"\n"))  # leading empty lines: parsing starts after them
     try:
         cols, ns, fmt, native = _parse(data[blank:], name, fmt, utc_shift_hours, timeframe, resample_finer)

@@ -173,6 +173,8 @@ def test_bad_rows_name_file_line_and_problem(row: str, problem: str) -> None:
 @pytest.mark.parametrize("content,line,problem", [
     (b"", 1, "empty file"),
     (b"\r\n\r\n", 1, "empty file"),
+    (b"\xff\xfe", 1, "empty file"),
+    ("\r\n".encode("utf-16"), 1, "empty file"),
     (b"Date,Open,High,Low,Close\n", 2, "no bars after the header"),
     (b"\r\n\r\nDate,Open,High,Low,Close\r\n2024-01-02,1,2,0.5,1\r\n2024-01-02,1,2,0.5,1\r\n", 5, "not after"),
     (b"hello world\n1,2,3\n", 1, "known layouts: mt5"),
