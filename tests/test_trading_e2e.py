@@ -252,10 +252,17 @@ def test_a_bot_in_the_daemon_makes_the_trades_a_backtest_of_the_same_bars_makes(
 
 
 def trading_process(daemon: Daemon) -> psutil.Process:
-    procs = [p for p in psutil.Process(daemon["proc"].pid).children(recursive=True)
-             if p.name() == "qmx-trading"]
-    assert len(procs) == 1, procs
-    return procs[0]
+    def find() -> psutil.Process:
+        procs = []
+        for p in psutil.Process(daemon["proc"].pid).children(recursive=True):
+            try:  # a child may exit (or be a zombie being reaped) while we look
+                if p.name() == "qmx-trading" and p.status() != psutil.STATUS_ZOMBIE:
+                    procs.append(p)
+            except psutil.Error:
+                continue
+        assert len(procs) == 1, procs
+        return procs[0]
+    return eventually(find)
 
 
 def test_sigkill_of_the_trading_process_and_a_daemon_restart_keep_bots_intact(
