@@ -148,9 +148,10 @@ def test_full_variant_prints_the_robustness_report(capsys: pytest.CaptureFixture
 
 @pytest.mark.e2e
 def test_server_run_equals_local_run(daemon: dict, tmp_path: Path) -> None:
-    """`qmx backtest --server URL --json` against a real daemon gives the local run's result."""
+    """`qmx backtest --server URL --json` against a real daemon gives the local run's result
+    (spiced: the worker's regime analytics too)."""
     argv = ["backtest", "--symbol", "SYNTH", "--timeframe", "H4", "--from", "2023-01-01", "--to",
-            "2023-06-30", "--param", "fast=5", "--param", "slow=30", "--json"]
+            "2023-06-30", "--param", "fast=5", "--param", "slow=30", "--variant", "spiced", "--json"]
     remote = subprocess.run([sys.executable, "-m", "server.cli", *argv, "--server", daemon["url"], "--follow"],
                             cwd=REPO, capture_output=True, text=True, timeout=90)
     assert remote.returncode == 0, remote.stderr
@@ -165,6 +166,8 @@ def test_server_run_equals_local_run(daemon: dict, tmp_path: Path) -> None:
         assert r[key] == l_[key], key
     assert r["results"]["trades"] == l_["results"]["trades"]
     assert set(r["results"]) == set(l_["results"])
+    assert r["results"]["regime_analytics"] == l_["results"]["regime_analytics"]
+    assert r["results"]["regime_analytics"]["transitions_total"] > 0
 
 
 def test_progress_bar_on_a_terminal_and_lines_otherwise() -> None:
