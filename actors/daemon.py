@@ -266,6 +266,7 @@ class Daemon:
         assert self.store is not None
         bid = str(uuid.uuid4())
         self.store.create_run(bid, config)
+        self._shared.submitted(bid)
         self._sup.tell(SubmitJob(bid, "backtest", config))
         return bid
 

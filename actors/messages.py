@@ -79,10 +79,22 @@ class SharedState:
                                         "running": 0, "degraded": False, "children_ready": 0,
                                         "children_total": 0, "workers_ready": 0}
         self._active: dict[str, str] = {}
+        self._submitted: set[str] = set()  # told to the supervisor, not yet taken by it
 
     def update(self, health: dict[str, Any], active: dict[str, str]) -> None:
         with self._lock:
             self._health, self._active = health, active
+
+    def submitted(self, job_id: str) -> None:
+        """A job is on its way to the supervisor: it counts as queued until the supervisor has it
+        (so a cancel right after the submission is not refused as "already finished")."""
+        with self._lock:
+            self._submitted.add(job_id)
+
+    def taken(self, job_id: str) -> None:
+        """The supervisor has the job (it publishes its status from now on)."""
+        with self._lock:
+            self._submitted.discard(job_id)
 
     def health(self) -> dict[str, Any]:
         with self._lock:
@@ -90,4 +102,5 @@ class SharedState:
 
     def status_of(self, job_id: str) -> str | None:
         with self._lock:
-            return self._active.get(job_id)
+            status = self._active.get(job_id)
+            return "queued" if status is None and job_id in self._submitted else status

@@ -92,6 +92,8 @@ class Supervisor(pykka.ThreadingActor):
         finally:
             self._flush()
             self._publish_health()
+            if isinstance(message, SubmitJob):  # listed as active (or finished) from now on
+                self._shared.taken(message.job_id)
 
     def _flush(self) -> None:
         """Hand the events emitted so far to the connection manager (one tell)."""

@@ -227,6 +227,9 @@ def test_queue_waits_for_a_free_worker_and_cancel_works_queued_and_running(
     eventually(lambda: all(col.of(b) for b in busy))  # started streaming
     assert d.store.get_run(waiting)["status"] == "queued"
     assert d.health()["queue_length"] == 2 and d.health()["running"] == 2
+    instant = d.submit_backtest(FAST)
+    assert d.cancel_backtest(instant) is True  # at once: the supervisor may not have it yet
+    assert col.wait_final(instant)["data"]["error"] == "Backtest cancelled"
     assert d.cancel_backtest(doomed) is True
     err = col.wait_final(doomed)
     assert (err["type"], err["data"]["error"]) == ("backtest_error", "Backtest cancelled")

@@ -197,6 +197,8 @@ def test_every_bad_input_gets_an_error_and_the_socket_stays_open(daemon: Daemon)
 
     async def main() -> None:
         async with websockets.connect(daemon["ws_url"]) as ws:
+            with pytest.raises(asyncio.TimeoutError):  # the spec: nothing is sent on connect
+                await asyncio.wait_for(ws.recv(), 0.3)
             for bad, words in BAD_INPUTS:
                 await ws.send(bad)
                 reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
