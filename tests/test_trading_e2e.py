@@ -213,6 +213,19 @@ def test_kill_switch_flattens_every_bot_and_refuses_new_ones_until_resume(
     third = start_bot(d)
     eventually(has_status(trading, third, "starting", "running"), timeout=20)
     assert bot(d, first)["status"] == "killed"  # resuming trading does not revive killed bots
+    # a trading process that crashes until its budget stops the restarts: commands get a 503
+    # (not a 202 nobody carries out) and the kill switch waits on disk for the next process
+    for _ in range(6):  # the daemon's budget: 5 deaths a minute, the 6th stops the restarts
+        victim = trading_process(d)
+        victim.kill()
+        victim.wait(10)
+    eventually(lambda: api(d, "GET", "/api/health")[1]["degraded"], timeout=30)
+    for method, path, body in (("POST", "/api/bots", BOT), ("POST", f"/api/bots/{third}/pause", None),
+                               ("DELETE", f"/api/bots/{third}", None), ("POST", "/api/trading/resume", None)):
+        status, reply = api(d, method, path, body)
+        assert status == 503 and "trading process is not running" in reply["error"], (path, reply)
+    assert api(d, "POST", "/api/trading/kill")[0] == 202
+    assert kill_requested(d["data_dir"]) and api(d, "GET", "/api/bots")[1]["halted"] is True
 
 
 def test_cli_errors_are_one_line_with_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
