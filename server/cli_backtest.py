@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       help="option of the _full variants (repeatable)")
     a("--seed", default=None, metavar="N", help="random seed of the _full variants (default 42)")
     a("--data", type=Path, default=None, metavar="FILE",
-      help="run on this bar file (format auto-detected) without storing it")
+      help="run on this bar file (format auto-detected; a finer timeframe is resampled) without storing it")
     a("--data-dir", dest="data_dir", type=Path, default=None, metavar="DIR",
       help="data directory (default: $QMX_DATA_DIR, else ~/.quantmindx)")
     a("--json", action="store_true", help="print only the backtest_complete data object as JSON")
