@@ -41,6 +41,7 @@ class _Sweep:
     objective: str
     total: int
     skipped: list[dict[str, Any]]
+    order: list[dict[str, Any]]  # the valid combinations in grid order: ties rank as in one sweep
     parts: dict[str, int] = field(default_factory=dict)  # part job id -> combos in it
     done: dict[str, float] = field(default_factory=dict)  # part job id -> combos finished
     results: list[dict[str, Any]] = field(default_factory=list)  # run_sweep result per part
@@ -71,7 +72,7 @@ class SweepCoordinator:
             self._sup.emit(error_event(sweep_id, f"Invalid grid: {exc}", str(exc), "sweep_id", "sweep_error"))
             return
         parts = split_grid(valid, max(1, len(self._sup.workers)))
-        sweep = _Sweep(sweep_id, config, objective, len(combos), skipped)
+        sweep = _Sweep(sweep_id, config, objective, len(combos), skipped, valid)
         self._sweeps[sweep_id] = sweep
         self._sup.store.set_status(sweep_id, "running")
         self._sup.emit({"type": "sweep_start", "data": {
@@ -128,7 +129,7 @@ class SweepCoordinator:
 
         del self._sweeps[sweep.id]
         self._progress(sweep)
-        merged = merge_sweeps(sweep.results, sweep.objective)
+        merged = merge_sweeps(sweep.results, sweep.objective, order=sweep.order)
         merged["combinations"] = sweep.total
         merged["skipped"] = len(sweep.skipped)
         merged["skipped_examples"] = sweep.skipped[:5]

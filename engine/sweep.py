@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import json
 import math
 import operator
 import time
@@ -20,6 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 OBJECTIVES: tuple[str, ...] = ("sharpe_ratio", "return_pct", "profit_factor", "calmar_ratio")
+#: The run every combination of a sweep gets. A ``_full`` variant is itself a sweep per window
+#: (walk-forward), so it is a backtest variant (``POST /api/backtests``), not a sweep's.
+SWEEP_VARIANTS: tuple[str, ...] = ("vanilla", "spiced")
 #: Metric names an objective expression may use: the ``backtest_complete`` fields and every
 #: statistic of ``results.metrics`` (see engine/metrics.py for their definitions).
 METRIC_NAMES: tuple[str, ...] = (
@@ -223,6 +227,33 @@ def _combos(config: Any, grid: Mapping[str, Any] | Sequence[Mapping[str, Any]]) 
     raise ValueError(f"`grid` must be an object of parameter -> values or a non-empty list of parameter objects, got {grid!r}")
 
 
+def sweep_errors(config: Any, grid: Mapping[str, Any]) -> dict[str, str]:
+    """Field errors of a sweep request whose config and grid each parse on their own (empty when
+    fine): a variant a sweep does not run, or a grid in which the strategy accepts no combination.
+    A server calls it before queueing, so such a request is refused (400) rather than failing later.
+    May import a user strategy file, like :func:`engine.config.parse_config`.
+    """
+    from engine.sweep_eval import split_valid  # noqa: PLC0415 - keeps parsing import-light
+
+    if config.variant not in SWEEP_VARIANTS:
+        return {"variant": f"a sweep runs one of {list(SWEEP_VARIANTS)} per combination, got "
+                           f"{config.variant!r} (run {config.variant!r} as a backtest: it sweeps each "
+                           "walk-forward window itself)"}
+    try:
+        combos, _ = _combos(config, grid)
+        valid, skipped = split_valid(config.strategy, combos)
+    except ValueError as exc:
+        return {"grid": str(exc)}
+    if not valid:
+        return {"grid": _no_valid(config.strategy, skipped)}
+    return {}
+
+
+def _no_valid(strategy: str, skipped: Sequence[Mapping[str, Any]]) -> str:
+    example = f"; e.g. {skipped[0]['params']}: {skipped[0]['error']}" if skipped else ""
+    return f"`grid` has no valid combination for {strategy!r}{example}"
+
+
 def run_sweep(config: Any, grid: Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
               objective: str = "sharpe_ratio", store: Any = None, bars: Any = None,
               progress: Any = None) -> dict[str, Any]:
@@ -237,18 +268,19 @@ def run_sweep(config: Any, grid: Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
     Returns ``{strategy, objective, grid, combinations, evaluated, skipped, skipped_examples,
     results: [{rank, params, objective_value, metrics}], best, data, elapsed_seconds}``.
-    Raises ``ValueError`` for a bad grid/objective or when no combination is valid.
+    Raises ``ValueError`` for a bad grid/objective, a ``_full`` variant or when no combination is valid.
     """
     from engine.backtest import data_json, load_bars  # noqa: PLC0415 - keeps parsing import-light
     from engine.sweep_eval import Meter, evaluate, split_valid  # noqa: PLC0415
 
     started = time.perf_counter()
     obj = compile_objective(objective)
+    if config.variant not in SWEEP_VARIANTS:
+        raise ValueError(f"`variant` of a sweep must be one of {list(SWEEP_VARIANTS)}, got {config.variant!r}")
     combos, norm = _combos(config, grid)
     valid, skipped = split_valid(config.strategy, combos)
     if not valid:
-        example = f"; e.g. {skipped[0]['params']}: {skipped[0]['error']}" if skipped else ""
-        raise ValueError(f"`grid` has no valid combination for {config.strategy!r}{example}")
+        raise ValueError(_no_valid(config.strategy, skipped))
     bars = load_bars(config, bars, store)
     meter = Meter(progress, len(bars) * len(valid))
     meter.start(int(bars.time[0]))
@@ -263,16 +295,24 @@ def run_sweep(config: Any, grid: Mapping[str, Any] | Sequence[Mapping[str, Any]]
     }
 
 
-def merge_sweeps(parts: Sequence[Mapping[str, Any]], objective: str = "sharpe_ratio") -> dict[str, Any]:
+def merge_sweeps(parts: Sequence[Mapping[str, Any]], objective: str = "sharpe_ratio",
+                 order: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """One ranked result from :func:`run_sweep` results over parts of a grid (e.g. one per worker).
 
     Counts are summed, ``elapsed_seconds`` is the slowest part (parts run in parallel) and
-    ``cpu_seconds`` their sum.
+    ``cpu_seconds`` their sum. ``order`` (the combinations in grid order, e.g. before
+    :func:`split_grid`) makes ties rank in grid order, exactly as one :func:`run_sweep` of the
+    whole grid ranks them; without it ties keep the parts' order.
     """
     if not parts:
         raise ValueError("`parts` must hold at least one sweep result")
     obj = compile_objective(objective)
-    rows = rank_rows([r for p in parts for r in p["results"]], obj)
+    runs = [r for p in parts for r in p["results"]]
+    if order is not None:
+        # Rows carry their parameters, not their grid position; JSON of the params is the key.
+        position = {_key(c): i for i, c in enumerate(order)}
+        runs.sort(key=lambda r: position.get(_key(r["params"]), len(position)))
+    rows = rank_rows(runs, obj)
     first = parts[0]
     return {
         "strategy": first["strategy"], "objective": obj.expr, "grid": first.get("grid"),
@@ -284,3 +324,6 @@ def merge_sweeps(parts: Sequence[Mapping[str, Any]], objective: str = "sharpe_ra
         "cpu_seconds": round(sum(p["elapsed_seconds"] for p in parts), 4),
     }
 
+
+def _key(params: Mapping[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=repr)

@@ -209,6 +209,10 @@ async def follow_backtest(server_url: str, body: dict[str, Any], *, json_output:
         print(json.dumps(complete_data(run) if completed else error_data(run), allow_nan=False), file=out)
     else:
         print(result_table(run), file=out)
+        if completed and (run.get("results") or {}).get("walk_forward"):  # a _full run: as a local one reports it
+            from server.report_text import format_robustness  # noqa: PLC0415
+
+            print("\n" + format_robustness(run["results"]), file=out)
     if not completed:
         print(f"error: {run.get('error')}", file=err)
     return 0 if completed else 1

@@ -1,8 +1,11 @@
 """`qmx sweep`: evaluate a parameter grid and print the ranked results.
 
-Locally it runs on one core with a progress bar on stderr; with ``--server URL`` it submits the
-grid to a daemon (``POST /api/sweeps``), which fans it out over all its worker processes, and
-polls it to the end. Exit codes: 0 done; 2 bad arguments (one line naming the option and what is
+Locally it runs with a progress bar on stderr, on every core (``--jobs``, default: all cores once
+the grid is big enough to gain from it): the valid combinations are dealt into one part per
+process (``split_grid``), each process runs ``run_sweep`` on its part over the same bars, and the
+parts are merged (``merge_sweeps``) into exactly the ranking one process gives. With
+``--server URL`` it submits the grid to a daemon (``POST /api/sweeps``), which fans it out over
+its worker pool, and polls it to the end. Exit codes: 0 done; 2 bad arguments (one line naming the option and what is
 allowed), unknown data or no valid combination; 1 a file that cannot be read, an unreachable
 daemon or a sweep that failed there; 130 interrupted.
 """
@@ -10,13 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from engine.bars import TIMEFRAMES
 
 _SWEEP_VARIANTS = ("vanilla", "spiced")
+#: With ``--jobs auto`` a sweep goes parallel from this many bar evaluations (bars x valid
+#: combinations; ~0.1-0.3 s on one core): below it, starting processes costs more than it saves.
+AUTO_PARALLEL_MIN = 2_000_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--data", type=Path, default=None, metavar="FILE", help="run on this bar file without storing it")
     a("--data-dir", dest="data_dir", type=Path, default=None, metavar="DIR",
       help="data directory (default: $QMX_DATA_DIR, else ~/.quantmindx)")
+    a("--jobs", default="auto", metavar="N",
+      help="processes to run the grid on: an integer >= 1, or auto (the default: every core once the grid "
+           f"has {AUTO_PARALLEL_MIN:,} bar evaluations or more, else 1)")
     a("--json", action="store_true", help="print the sweep result object as JSON")
     a("--server", default=None, metavar="URL",
       help="run on a daemon (e.g. http://127.0.0.1:8000) across all its workers instead of locally")
@@ -94,6 +105,8 @@ def _check(args: argparse.Namespace, errors: list[str]) -> tuple[Any, dict[str, 
     top = int(args.top) if str(args.top).isdigit() else -1
     if top < 0:
         errors.append(f"--top must be an integer >= 0, got {args.top!r}")
+    if args.jobs != "auto" and not (str(args.jobs).isdigit() and int(args.jobs) >= 1):
+        errors.append(f"--jobs must be an integer >= 1 or auto, got {args.jobs!r}")
     if args.data is not None and not args.data.is_file():
         errors.append(f"--data: file {str(args.data)!r} does not exist or is not a file")
     return config, grid, top
@@ -123,16 +136,18 @@ def run(args: argparse.Namespace) -> int:
     config, grid, top = _check(args, errors)
     if args.server and (args.data is not None or args.data_dir is not None):
         errors.append("--data/--data-dir cannot be used with --server (the daemon uses its own data directory)")
+    if args.server and args.jobs != "auto":
+        errors.append("--jobs cannot be used with --server (the daemon runs the grid on all its workers)")
     if errors or config is None or grid is None:
         return _fail(errors)
     if args.server:
         return _remote(args, config, grid, top)
-    from engine.sweep import run_sweep  # noqa: PLC0415 - heavy imports after checks
-    from server.cli_backtest import run_on_data  # noqa: PLC0415
+    from server.cli_backtest import run_on_data  # noqa: PLC0415 - heavy imports after checks
     from server.report_text import format_sweep  # noqa: PLC0415
 
+    jobs = None if args.jobs == "auto" else int(args.jobs)
     result = run_on_data("sweep", args, config,
-                         lambda **kw: run_sweep(config, grid, objective=args.objective, **kw))
+                         lambda **kw: local_sweep(config, grid, args.objective, jobs, **kw))
     if isinstance(result, int):
         return result
     if args.json:
@@ -192,3 +207,131 @@ def _remote(args: argparse.Namespace, config: Any, grid: dict[str, list[Any]], t
     result = {"sweep_id": body["sweep_id"], **run["results"]}
     print(json.dumps(result, allow_nan=False) if args.json else format_sweep(result, top=top or None))
     return 0
+
+
+# ------------------------------------------------------------------ local sweep on several cores
+def cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def local_sweep(config: Any, grid: dict[str, list[Any]], objective: str, jobs: int | None, *,
+                bars: Any = None, store: Any = None, progress: Any = None) -> dict[str, Any]:
+    """``engine.run_sweep`` of ``grid``, on ``jobs`` processes (None: auto, see ``AUTO_PARALLEL_MIN``).
+
+    The result is what one ``run_sweep`` returns (the same rows in the same order), plus
+    ``processes`` and ``cpu_seconds``; ``elapsed_seconds`` is the wall time. Progress runs once
+    from 0 to bars x valid combinations across all processes.
+    """
+    from engine.backtest import load_bars  # noqa: PLC0415
+    from engine.sweep import expand_grid, merge_sweeps, run_sweep, split_grid  # noqa: PLC0415
+    from engine.sweep_eval import split_valid  # noqa: PLC0415
+
+    started = time.perf_counter()
+    combos = expand_grid(grid, base=config.params)
+    valid, skipped = split_valid(config.strategy, combos)
+    bars = load_bars(config, bars, store)
+    n = min(cores() if jobs is None else jobs, len(valid))
+    if jobs is None and len(bars) * len(valid) < AUTO_PARALLEL_MIN:
+        n = 1
+    if n <= 1:  # also reports "no valid combination" exactly as a plain sweep does
+        return {**run_sweep(config, grid, objective=objective, bars=bars, progress=progress), "processes": 1}
+    parts = split_grid(valid, n)
+    results = _run_parts(config, parts, objective, bars, progress, len(bars) * len(valid))
+    merged = merge_sweeps(results, objective, order=valid)
+    merged.update(grid=grid, combinations=len(combos), skipped=len(skipped), skipped_examples=skipped[:5],
+                  elapsed_seconds=round(time.perf_counter() - started, 4), processes=len(parts))
+    return merged
+
+
+def _part(config: Any, combos: list[dict[str, Any]], objective: str, bars: Any, index: int, queue: Any) -> None:
+    """Child process: one part of the grid; progress, then the result (or the error) on ``queue``."""
+    import signal  # noqa: PLC0415
+
+    from engine.sweep import run_sweep  # noqa: PLC0415
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it ends us
+    parent = os.getppid()
+
+    def progress(p: Any) -> None:
+        if os.getppid() != parent:  # the parent was killed: nobody will read this result
+            os._exit(1)
+        queue.put(("progress", index, p))
+
+    try:
+        queue.put(("done", index, run_sweep(config, combos, objective=objective, bars=bars, progress=progress)))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the sweep with it
+        queue.put(("error", index, (type(exc).__name__, str(exc))))
+
+
+def _run_parts(config: Any, parts: list[list[dict[str, Any]]], objective: str, bars: Any,
+               progress: Callable[[Any], None] | None, total: int) -> list[dict[str, Any]]:
+    """Run each part in its own process; returns their results in part order."""
+    import multiprocessing as mp  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    # fork shares the loaded bars with every child for free; elsewhere spawn pickles them.
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_part, args=(config, part, objective, bars, i, queue), daemon=True)
+             for i, part in enumerate(parts)]
+    try:
+        with warnings.catch_warnings():
+            # Python 3.12+ warns when forking a process with threads; a CLI process's only other
+            # threads are numpy's BLAS pool, which registers fork handlers, and the children only
+            # run the engine and put on their queue.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for proc in procs:
+                proc.start()
+        return _collect(procs, queue, progress, total)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=5)
+        queue.close()
+
+
+def _collect(procs: list[Any], queue: Any, progress: Callable[[Any], None] | None, total: int) -> list[dict[str, Any]]:
+    """Gather the parts' progress into one monotonic bar and their results; a part's error or a
+    dead process fails the whole sweep."""
+    import builtins  # noqa: PLC0415
+    import queue as queue_mod  # noqa: PLC0415
+
+    from engine.progress import Progress  # noqa: PLC0415
+
+    state: dict[int, Any] = {}
+    results: dict[int, dict[str, Any]] = {}
+    missing_once: set[int] = set()
+    while len(results) < len(procs):
+        try:
+            kind, index, payload = queue.get(timeout=0.2)
+        except queue_mod.Empty:
+            # A process that ended without its result: crashed (exit code != 0), or its result is
+            # lost; one more quiet wait first, as a result can trail the exit by a moment.
+            gone = {i for i, p in enumerate(procs) if i not in results and p.exitcode is not None}
+            if gone & missing_once or any(procs[i].exitcode for i in gone):
+                i = min(gone)
+                raise RuntimeError(f"sweep process {i + 1} of {len(procs)} ended without a result "
+                                   f"(exit code {procs[i].exitcode})")
+            missing_once = gone
+            continue
+        if kind == "error":
+            name, message = payload
+            exc_type = getattr(builtins, name, None)
+            if isinstance(exc_type, type) and issubclass(exc_type, Exception):
+                raise exc_type(message)  # the same error a one-process sweep reports
+            raise RuntimeError(f"{name}: {message}")
+        if kind == "done":
+            results[index] = payload
+        else:
+            state[index] = payload
+            if progress is not None:
+                progress(Progress(sum(p.bars_processed for p in state.values()), total, payload.current_date,
+                                  sum(p.trades_count for p in state.values()),
+                                  max(p.current_pnl for p in state.values())))
+    return [results[i] for i in range(len(procs))]

@@ -70,8 +70,26 @@ def _walk_forward(wf: Mapping[str, Any]) -> list[str]:
             f"{fmt(wf.get('oos_annual_return_pct'))} %; walk-forward efficiency {fmt(wf.get('efficiency'))}"]
 
 
+def _risk(method: str, m: Mapping[str, Any]) -> list[str]:
+    """Probability of loss, VaR and expected shortfall of one method, in words.
+
+    The data keep VaR/ES as losses (positive = money lost); printed bare, a negative VaR reads as
+    a loss to most people when it means the bad tail still gains, so the report says which it is.
+    """
+    var, es = m.get("var_95_pct"), m.get("es_95_pct")
+    lines = [f"{method}: probability of loss {fmt(m['prob_loss'] * 100, 1)} %"]
+    if var is not None:
+        lines.append(f"  95 % value at risk: {fmt(var)} % loss (1 run in 20 ends at {-var:+,.2f} % or worse)" if var > 0
+                     else f"  95 % value at risk: no loss (even the worst 1 run in 20 ends at {-var:+,.2f} %)")
+    if es is not None:
+        lines.append(f"  expected shortfall: {fmt(es)} % loss (the average of those worst runs)" if es > 0
+                     else f"  expected shortfall: no loss (those worst runs average {-es:+,.2f} %)")
+    return lines
+
+
 def _monte_carlo(mc: Mapping[str, Any]) -> list[str]:
-    head = f"Monte Carlo ({mc.get('runs')} runs per method, seed {mc.get('seed')}, {mc.get('trades')} out-of-sample trades)"
+    head = (f"Monte Carlo: the {mc.get('trades')} out-of-sample trades resampled {mc.get('runs')} times per "
+            f"method (seed {mc.get('seed')}), each run a full equity path from the starting balance")
     if not mc.get("trades"):
         return [head, "no out-of-sample trades to resample"]
     rows = []
@@ -81,12 +99,15 @@ def _monte_carlo(mc: Mapping[str, Any]) -> list[str]:
             continue
         for key, label in (("final_return_pct", "final return %"), ("max_drawdown_pct", "max drawdown %")):
             rows.append([f"{method} {label}", *(m[key][f"p{p}"] for p in (5, 25, 50, 75, 95))])
-    lines = [head, table(["", "p5", "p25", "p50", "p75", "p95"], rows)]
+    orig = mc.get("original") or {}
+    lines = [head, table(["percentile", "p5", "p25", "p50", "p75", "p95"], rows),
+             f"actual order: final return {fmt(orig.get('final_return_pct'))} %, max drawdown "
+             f"{fmt(orig.get('max_drawdown_pct'))} % (Monte Carlo paths move at trade closes only)",
+             "bootstrap draws as many trades with replacement; shuffle keeps every trade in a new order "
+             "(the same final return in every run: only the drawdown varies)"]
     for method in ("bootstrap", "shuffle"):
-        m = mc.get(method)
-        if m:
-            lines.append(f"{method}: P(loss) {fmt(m['prob_loss'] * 100, 1)} %, VaR 95 {fmt(m['var_95_pct'])} %, "
-                         f"expected shortfall 95 {fmt(m['es_95_pct'])} % (losses positive)")
+        if mc.get(method):
+            lines += _risk(method, mc[method])
     return lines
 
 
@@ -96,7 +117,39 @@ def _pbo(pbo: Mapping[str, Any]) -> list[str]:
     return [f"PBO (CSCV, {pbo['blocks']} blocks, {pbo['splits']} splits, {pbo['configs']} configs, "
             f"{pbo['periods']} {pbo.get('period', 'period')}s): {fmt(pbo['pbo'], 3)}; "
             f"degradation slope {fmt(pbo.get('degradation_slope'), 3)}; "
-            f"P(OOS Sharpe < 0) {fmt(pbo.get('prob_oos_loss'), 3)}"]
+            f"P(OOS Sharpe < 0) {fmt(pbo.get('prob_oos_loss'), 3)}",
+            "  (PBO: how often the in-sample best lands below the out-of-sample median; about 0.5 means "
+            "the choice is noise, near 0 that the best is truly best; a negative slope: the better a "
+            "choice looked in sample, the worse it did out of sample)"]
+
+
+def _span(wf: Mapping[str, Any], data: Mapping[str, Any]) -> str:
+    """"data A .. B (N bars), out of sample C .. D (M bars)" from the walk-forward set-up."""
+    wins = wf.get("windows") or []
+    if not wins:
+        return f"{data.get('start', '?')} .. {data.get('end', '?')} ({data.get('bars', '?')} bars)"
+    # The first in-sample part starts at the first bar in both modes, and the out-of-sample parts
+    # tile the rest, so the whole range is in-sample + gap + the stitched out-of-sample bars.
+    total = sum(int(wf.get(k) or 0) for k in ("in_sample_bars", "gap_bars")) + int(data.get("bars") or 0)
+    return (f"data {wins[0]['is_start'][:10]} .. {wins[-1]['oos_end'][:10]} ({total} bars); stitched out of "
+            f"sample {wins[0]['oos_start'][:10]} .. {wins[-1]['oos_end'][:10]} ({data.get('bars', '?')} bars)")
+
+
+def format_robustness(results: Mapping[str, Any]) -> str:
+    """The walk-forward table, Monte Carlo percentiles, PBO and the verdict of a ``_full`` run's
+    ``results`` (what :func:`format_full_report` prints below the headline metrics)."""
+    lines: list[str] = []
+    if results.get("walk_forward"):
+        lines += _walk_forward(results["walk_forward"]) + [""]
+    if results.get("monte_carlo"):
+        lines += _monte_carlo(results["monte_carlo"]) + [""]
+    if results.get("pbo"):
+        lines += _pbo(results["pbo"]) + [""]
+    verdict = results.get("verdict")
+    if verdict:
+        lines.append(f"VERDICT: {str(verdict.get('verdict', '?')).upper()}")
+        lines += [f"  - {r}" for r in verdict.get("reasons", [])]
+    return "\n".join(lines)
 
 
 def format_full_report(result: Mapping[str, Any]) -> str:
@@ -109,18 +162,10 @@ def format_full_report(result: Mapping[str, Any]) -> str:
     data = res.get("data") or {}
     label = f"{data.get('symbol', '?')} {data.get('timeframe', '')}" + (" [SYNTHETIC]" if data.get("synthetic") else "")
     cfg = res.get("config") or {}
-    lines = [f"{cfg.get('variant', 'full')} {cfg.get('strategy', '')} on {label}, {data.get('start', '?')} .. "
-             f"{data.get('end', '?')} ({data.get('bars', '?')} bars)",
-             "Stitched out-of-sample result:",
-             table([h for _, h in _HEADLINE], [[result.get(k) for k, _ in _HEADLINE]]), ""]
-    if res.get("walk_forward"):
-        lines += _walk_forward(res["walk_forward"]) + [""]
-    if res.get("monte_carlo"):
-        lines += _monte_carlo(res["monte_carlo"]) + [""]
-    if res.get("pbo"):
-        lines += _pbo(res["pbo"]) + [""]
-    verdict = res.get("verdict")
-    if verdict:
-        lines.append(f"VERDICT: {str(verdict.get('verdict', '?')).upper()}")
-        lines += [f"  - {r}" for r in verdict.get("reasons", [])]
+    params = _params(cfg.get("params") or {})
+    lines = [f"{cfg.get('variant', 'full')} {cfg.get('strategy', '')}{' ' + params if params else ''} on {label}: "
+             f"{_span(res.get('walk_forward') or {}, data)}",
+             "Stitched out-of-sample result (what trading each window's choice earned):",
+             table([h for _, h in _HEADLINE], [[result.get(k) for k, _ in _HEADLINE]]), "",
+             format_robustness(res)]
     return "\n".join(lines)

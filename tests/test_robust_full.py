@@ -15,7 +15,7 @@ from engine.progress import Progress
 from engine.sweep import compile_objective, expand_grid, normalize_grid
 from engine.sweep_eval import Meter
 from engine.walkforward import make_windows, run_walk_forward
-from server.report_text import format_full_report
+from server.report_text import format_full_report, format_robustness
 from tests.conftest import SHARED_DATA
 
 BASE = {"symbol": "EURUSD", "size": 100_000, "initial_balance": 1_000_000}
@@ -132,3 +132,18 @@ def test_full_run_logs_windows_trades_and_verdict_not_warmup(eurusd: Bars, caplo
     assert sum(m.startswith("Trade closed") for m in messages) == out["total_trades"]
     assert not any(m.startswith("Entry filtered") for m in messages)  # warm-up bars are not news
     assert messages[-1].startswith(f"Robustness verdict: {out['results']['verdict']['verdict']}")
+
+
+def test_monte_carlo_report_says_loss_or_gain_in_words() -> None:
+    def method(var: float, es: float) -> dict:
+        pct = {f"p{p}": -var + p for p in (5, 25, 50, 75, 95)}
+        return {"final_return_pct": pct, "max_drawdown_pct": pct, "prob_loss": 0.145, "var_95_pct": var, "es_95_pct": es}
+
+    text = format_robustness({"monte_carlo": {"runs": 10, "seed": 1, "trades": 3, "original": {},
+                                              "bootstrap": method(7.01, 11.2), "shuffle": method(-21.42, -21.42)}})
+    assert "bootstrap: probability of loss 14.5 %" in text
+    assert "95 % value at risk: 7.01 % loss (1 run in 20 ends at -7.01 % or worse)" in text
+    assert "expected shortfall: 11.20 % loss" in text
+    # A negative VaR is a gain in the bad tail: said so, never printed as a bare "-21.42 %" loss.
+    assert "95 % value at risk: no loss (even the worst 1 run in 20 ends at +21.42 %)" in text
+    assert "expected shortfall: no loss (those worst runs average +21.42 %)" in text

@@ -11,7 +11,7 @@ from engine.importers import read_bars
 from engine.progress import Cancelled, Progress
 from engine.simulator import simulate_strategy
 from engine.strategies import make_strategy
-from engine.sweep import expand_grid, merge_sweeps, normalize_grid, run_sweep, split_grid
+from engine.sweep import expand_grid, merge_sweeps, normalize_grid, run_sweep, split_grid, sweep_errors
 from engine.sweep_eval import SmaCache, simulate_params
 from tests.conftest import SHARED_DATA
 
@@ -101,6 +101,16 @@ def test_split_and_merge_rank_like_one_sweep(eurusd: Bars, sweep: dict) -> None:
     assert merged["cpu_seconds"] >= merged["elapsed_seconds"]
 
 
+def test_merged_ties_keep_grid_order_given_the_order(eurusd: Bars) -> None:
+    grid = {"fast": [5, 10, 15], "slow": [20, 40]}
+    one = run_sweep(parse_config(BASE), grid, objective="total_trades * 0", bars=eurusd)  # every row ties
+    combos = expand_grid(normalize_grid(grid))
+    parts = [run_sweep(parse_config(BASE), part, objective="total_trades * 0", bars=eurusd)
+             for part in split_grid(combos, 2)]
+    merged = merge_sweeps(parts, "total_trades * 0", order=combos)
+    assert [r["params"] for r in merged["results"]] == [r["params"] for r in one["results"]] == combos
+
+
 def test_bad_sweeps_fail_clearly(eurusd: Bars) -> None:
     cfg = parse_config(BASE)
     with pytest.raises(ValueError, match="no valid combination"):
@@ -111,3 +121,11 @@ def test_bad_sweeps_fail_clearly(eurusd: Bars) -> None:
         run_sweep(cfg, [], bars=eurusd)
     with pytest.raises(ValueError, match="grid.fast"):
         run_sweep(cfg, {"fast": "9:1:1"}, bars=eurusd)
+    full = parse_config({**BASE, "variant": "vanilla_full"})
+    with pytest.raises(ValueError, match=r"`variant` of a sweep must be one of \['vanilla', 'spiced'\]"):
+        run_sweep(full, GRID, bars=eurusd)
+    # What a server checks before queueing a sweep (field -> message):
+    assert sweep_errors(cfg, GRID) == {}
+    assert set(sweep_errors(full, GRID)) == {"variant"}
+    assert "no valid combination" in sweep_errors(cfg, {"fast": [50], "slow": [10]})["grid"]
+    assert "unknown parameter" in sweep_errors(cfg, {"nope": [1]})["grid"]
