@@ -67,13 +67,13 @@ async def _post(daemon: Daemon, **changes: Any) -> str:
     return await asyncio.to_thread(submit, daemon, **changes)
 
 
-async def listen_backtest(daemon: Daemon) -> tuple[str, list[dict[str, Any]]]:
+async def listen_backtest(daemon: Daemon, variant: str = "spiced") -> tuple[str, list[dict[str, Any]]]:
     """The spec's Python example, collecting what it receives for one REST-started backtest."""
     async with websockets.connect(daemon["ws_url"]) as ws:
         await ws.send(json.dumps({"action": "subscribe", "topic": "backtest"}))
         first = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert first == {"type": "subscription_confirmed", "topic": "backtest"}
-        backtest_id = await _post(daemon, variant="spiced")
+        backtest_id = await _post(daemon, variant=variant)
         received: list[dict[str, Any]] = []
         while True:
             data = json.loads(await asyncio.wait_for(ws.recv(), 60))
@@ -84,15 +84,16 @@ async def listen_backtest(daemon: Daemon) -> tuple[str, list[dict[str, Any]]]:
                 return backtest_id, received
 
 
-def test_spec_python_client_sees_the_whole_run_with_spec_fields(daemon: Daemon) -> None:
-    backtest_id, events = asyncio.run(listen_backtest(daemon))
+@pytest.mark.parametrize("variant", ["spiced", "vanilla_full", "spiced_full"])
+def test_spec_python_client_sees_the_whole_run_with_spec_fields(daemon: Daemon, variant: str) -> None:
+    backtest_id, events = asyncio.run(listen_backtest(daemon, variant))
     types = [e["type"] for e in events]
     assert types[0] == "backtest_start" and types[-1] == "backtest_complete", types
     assert "backtest_progress" in types and "log_entry" in types
     for event in events:
         check_event(event)
     start = events[0]["data"]
-    assert (start["variant"], start["symbol"], start["timeframe"]) == ("spiced", "SYNTH", "H1")
+    assert (start["variant"], start["symbol"], start["timeframe"]) == (variant, "SYNTH", "H1")
     # the first and last bar's dates inside the requested range (no bars on weekends)
     assert "2023-01-01" <= start["start_date"] <= start["end_date"] <= "2023-12-31"
     progress = [e["data"]["progress"] for e in events if e["type"] == "backtest_progress"]
@@ -106,6 +107,9 @@ def test_spec_python_client_sees_the_whole_run_with_spec_fields(daemon: Daemon) 
     done = events[-1]["data"]
     assert done["drawdown"] >= 0 and 0 <= done["win_rate"] <= 100 and done["total_trades"] > 0
     json.dumps(done["results"], allow_nan=False)  # plain JSON, no NaN/inf
+    extras = {"spiced": {"regime_analytics"}, "vanilla_full": {"walk_forward", "monte_carlo", "pbo"},
+              "spiced_full": {"regime_analytics", "walk_forward", "monte_carlo", "pbo"}}[variant]
+    assert extras <= set(done["results"]), sorted(done["results"])
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     status, run = api(daemon, "GET", f"/api/backtests/{backtest_id}")

@@ -167,3 +167,16 @@ def test_many_small_batches_from_a_thread_arrive_complete_and_in_order() -> None
             assert got == list(range(5000))
             await ws.close()
     asyncio.run(main())
+
+
+def test_the_server_never_waits_on_an_actor() -> None:
+    # STYLE.md: no pykka future, ask or blocking get inside server/ (it would block the loop);
+    # the server only tells the Daemon, which answers through deliver.
+    import re
+    from pathlib import Path
+
+    server = Path(__file__).resolve().parent.parent / "server"
+    banned = re.compile(r"\bpykka\b|\.ask\(|\.proxy\(|\bActorRef\b")
+    hits = [f"{path.name}:{n}: {line.strip()}" for path in sorted(server.glob("*.py"))
+            for n, line in enumerate(path.read_text().splitlines(), 1) if banned.search(line)]
+    assert not hits, hits
