@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
            "e.g. 'return_pct / max(drawdown, 1)'")
     a("--top", default="20", metavar="N", help="rows to print (default 20; 0 = all)")
     a("--variant", default="vanilla", help="vanilla (default) or spiced: the run each combination gets")
+    a("--spiced", action="append", default=[], metavar="KEY=VALUE",
+      help="option of the spiced layer, as for qmx backtest (repeatable; with --variant spiced)")
     a("--balance", default=None, metavar="N", help="initial balance (default 10000)")
     a("--size", default=None, metavar="N", help="position size (default 10000 units)")
     a("--size-unit", dest="size_unit", default="units", help="units or lots (1 lot = 100,000 units)")
@@ -61,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--json", action="store_true", help="print the sweep result object as JSON")
     a("--server", default=None, metavar="URL",
       help="run on a daemon (e.g. http://127.0.0.1:8000) across all its workers instead of locally")
-    parser.set_defaults(spiced=[], robustness=[], seed=None)
+    parser.set_defaults(robustness=[], seed=None)
 
 
 def _fail(lines: list[str], code: int = 2) -> int:
@@ -122,9 +124,11 @@ def _json_grid(text: str) -> Any:
 def _option(field: str) -> str:
     names = {"symbol": "--symbol", "timeframe": "--timeframe", "start_date": "--from", "end_date": "--to",
              "strategy": "--strategy", "initial_balance": "--balance", "size": "--size",
-             "size_unit": "--size-unit", "variant": "--variant"}
+             "size_unit": "--size-unit", "variant": "--variant", "spiced": "--spiced"}
     if field.startswith("params."):
         return f"--param {field[7:]}"
+    if field.startswith("spiced."):
+        return f"--spiced {field[7:]}"
     if field.startswith("costs."):
         return f"--{field[6:]}"
     return names.get(field, field)

@@ -53,6 +53,7 @@ def test_sweep_json_is_the_result_object(data_dir: Path, capsys: pytest.CaptureF
     (["--symbol", "NOPE"], "--symbol/--timeframe/--from/--to: no data for symbol 'NOPE'"),
     (["--strategy", "nope"], "--strategy: must be one of"),
     (["--jobs", "0"], "--jobs must be an integer >= 1 or auto, got '0'"),
+    (["--variant", "spiced", "--spiced", "nope=1"], "--spiced nope: unknown option; allowed: ['blocked_regimes'"),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv: list[str], message: str, data_dir: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
