@@ -43,7 +43,7 @@ h3{font-size:14px;margin:16px 0 6px}
 table{border-collapse:collapse;background:#fff;font-size:13px;margin:4px 0 8px}
 th,td{border:1px solid #dde1e6;padding:3px 8px;text-align:right;white-space:nowrap}
 th{background:#eef1f4;text-align:left}td.t{text-align:left}
-.pos{color:#17803d}.neg{color:#b3261e}.scroll{max-height:520px;overflow:auto;display:inline-block}
+.pos{color:#17803d}.neg{color:#b3261e}.scroll{max-height:520px;max-width:100%;overflow:auto;display:inline-block}
 svg{background:#fff;border:1px solid #dde1e6;border-radius:6px;max-width:100%;height:auto}
 footer{color:#5a6472;font-size:12px;margin-top:32px}
 """
@@ -110,6 +110,8 @@ def fmt(value: Any) -> str:
 
 
 _SIGNED = ("pnl", "return", "profit", "expectancy", "sharpe")
+#: Of a nested record with many fields (a walk-forward window's metrics), the ones a table shows.
+KEY_METRICS: tuple[str, ...] = ("return_pct", "sharpe_ratio", "total_trades", "win_rate", "drawdown")
 
 
 def _cell(value: Any, key: str = "") -> str:
@@ -117,11 +119,27 @@ def _cell(value: Any, key: str = "") -> str:
     signed = any(s in key.lower() for s in _SIGNED)
     if signed and isinstance(value, (int, float)) and not isinstance(value, bool) and value:
         cls = ' class="pos"' if value > 0 else ' class="neg"'
-    return f"<td{cls}>{escape(fmt(value))}</td>"
+    # Prices keep their pips (1.08777, not 1.088).
+    text = f"{value:.6g}" if "price" in key and isinstance(value, float) else fmt(value)
+    return f"<td{cls}>{escape(text)}</td>"
+
+
+def _flat_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One level of nesting becomes ``key.sub`` columns (big records keep only KEY_METRICS), so
+    a table never holds a JSON blob."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, Mapping):
+            subs = [k for k in KEY_METRICS if k in value] if len(value) > 6 else list(value)
+            out.update({f"{key}.{sub}": value[sub] for sub in subs})
+        else:
+            out[key] = value
+    return out
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
     """An HTML table of dict rows; columns default to the union of keys in first-seen order."""
+    rows = [_flat_row(r) for r in rows]
     if columns is None:
         seen: dict[str, None] = {}
         for row in rows:

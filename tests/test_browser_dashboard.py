@@ -70,6 +70,8 @@ def test_start_a_backtest_and_watch_it_complete(page: Any, daemon: dict[str, Any
     for section in ("Regime analytics", "Verdict", "Walk-forward windows", "Monte Carlo distribution"):
         assert section in headings, headings
     assert page.locator("#detail svg.mc-chart rect").count() >= 2, "Monte Carlo box plots drawn"
+    price = page.locator("#detail table.grid", has_text="entry_price").locator("tbody td").nth(4).inner_text()
+    assert len(price.split(".")[-1]) >= 3, f"prices keep their pips: {price}"
     page.wait_for_selector("#log .log-line")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-backtest.png"), full_page=True)
@@ -107,6 +109,7 @@ def test_start_a_bot_and_press_the_kill_switch(page: Any, daemon_factory: Any) -
         "() => [...document.querySelectorAll('#bots-table tbody tr')].some("
         "r => r.textContent.includes('browser-bot') || r.querySelector('.status').textContent.startsWith('running'))")
     assert page.locator("#bot-error").inner_text() == ""
+    assert "SYNTHETIC" in page.locator("#bots-table tbody tr").first.inner_text(), "a SYNTH bot is labelled"
     dialogs: list[str] = []
 
     def accept(dialog: Any) -> None:

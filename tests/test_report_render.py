@@ -79,6 +79,10 @@ def test_full_variant_report_has_robustness_sections() -> None:
     verdict = result["results"]["verdict"]
     assert str(verdict["verdict"] if isinstance(verdict, dict) else verdict) in html
     assert not EXTERNAL.search(html)
+    # window metrics are columns, not JSON blobs that stretch the page; prices keep their pips
+    assert "<th>oos_metrics.sharpe_ratio</th>" in html and "{&quot;" not in html
+    price = result["results"]["trades"][0]["entry_price"]
+    assert f"<td>{price:.6g}</td>" in html
 
 
 def test_bad_input_names_the_argument() -> None:

@@ -51,6 +51,13 @@ function normalizeData(json) {
   return [...bySymbol.values()].sort((a, b) => (a.synthetic - b.synthetic) || a.symbol.localeCompare(b.symbol));
 }
 
+/** True when `symbol` is generated data (SYNTH, or a data set the daemon marks synthetic). */
+function isSynthetic(symbol) {
+  return symbol === 'SYNTH' || !!state.datasets.find((d) => d.symbol === symbol)?.synthetic;
+}
+
+const synthTag = (symbol) => (isSynthetic(symbol) ? h('span', { class: 'tag-synth', title: 'generated prices, not market data' }, 'SYNTHETIC') : null);
+
 function fillSymbols() {
   const sel = $('#f-symbol');
   sel.replaceChildren(...state.datasets.map((d) => h('option', { value: d.symbol }, d.synthetic ? `${d.symbol} — SYNTHETIC data` : d.symbol)));
@@ -146,7 +153,7 @@ function renderRun(run) {
   const pct = Math.max(0, Math.min(100, Number(run.progress) || 0));
   const cells = [
     h('td', { class: 'mono' }, run.id.slice(0, 8)),
-    h('td', { class: 't' }, `${run.symbol ?? '?'} ${run.timeframe ?? ''}`, run.symbol === 'SYNTH' ? h('span', { class: 'tag-synth' }, 'SYNTHETIC') : null),
+    h('td', { class: 't' }, `${run.symbol ?? '?'} ${run.timeframe ?? ''}`, synthTag(run.symbol)),
     h('td', { class: 't' }, run.variant ?? ''),
     h('td', { class: `status s-${run.status}` }, run.status),
     h('td', { class: 'prog' }, h('div', { class: 'bar', role: 'progressbar', 'aria-valuenow': pct.toFixed(1) },
@@ -223,6 +230,10 @@ async function loadRuns() {
 // ---------------------------------------------------------------- run detail
 
 function select(id) {
+  if (state.selected !== id) { // never show another run's results under this run's title
+    $('#detail-banner').replaceChildren();
+    $('#detail-body').replaceChildren(h('p', { class: 'doc' }, 'Loading…'));
+  }
   state.selected = id;
   for (const tr of document.querySelectorAll('#runs-table tbody tr')) tr.classList.toggle('selected', tr.dataset.id === id);
   $('#detail').hidden = false;
@@ -233,7 +244,11 @@ function renderDetailHeader(run) {
   $('#detail-title').textContent = `Run ${run.id.slice(0, 8)} · ${run.symbol ?? ''} ${run.timeframe ?? ''} · ${run.variant ?? ''} · ${run.status}`;
 }
 
-async function loadDetail(id) {
+const FINISHED = new Set(['completed', 'failed', 'cancelled', 'interrupted']);
+let detailLoads = 0; // only the newest load of the detail may render (answers can cross)
+
+async function loadDetail(id, attempt = 0) {
+  const token = ++detailLoads;
   const run = state.runs.get(id);
   if (run) renderDetailHeader(run);
   const body = $('#detail-body');
@@ -241,12 +256,17 @@ async function loadDetail(id) {
   try {
     full = await api(`/api/backtests/${encodeURIComponent(id)}`);
   } catch (err) {
-    body.replaceChildren(h('p', { class: 'error' }, err.message));
+    if (token === detailLoads) body.replaceChildren(h('p', { class: 'error' }, err.message));
     return;
   }
-  if (state.selected !== id) return;
+  if (state.selected !== id || token !== detailLoads) return;
+  const known = state.runs.get(id)?.status;
+  if (!FINISHED.has(full.status) && (known === 'completed' || known === 'failed') && attempt < 40) {
+    // The stream announced the end a moment before the run store recorded it: ask again shortly.
+    setTimeout(() => { if (state.selected === id && token === detailLoads) loadDetail(id, attempt + 1); }, 250);
+  }
   const results = full.results ?? {};
-  const synthetic = results.data?.synthetic || full.config?.symbol === 'SYNTH';
+  const synthetic = results.data?.synthetic || isSynthetic(full.config?.symbol);
   $('#detail-banner').replaceChildren(...(synthetic ? [h('div', { class: 'synthetic' }, 'SYNTHETIC DATA — generated prices, not market data.')] : []));
   if (full.status === 'failed' || full.status === 'cancelled' || full.status === 'interrupted') {
     body.replaceChildren(h('p', { class: 'error' }, `${full.status}: ${full.error ?? ''}`), h('pre', { class: 'details' }, full.error_details ?? ''));
@@ -283,7 +303,8 @@ function upsertBot(d) {
   if (!tr) { tr = h('tr', { 'data-bot': d.bot_id }); tbody.append(tr); }
   const live = !['stopped', 'error', 'killed'].includes(bot.status);
   tr.replaceChildren(
-    h('td', { class: 'mono', title: bot.bot_id }, bot.name || bot.bot_id.slice(0, 10)),
+    h('td', { class: 'mono', title: bot.bot_id }, bot.name || bot.bot_id.slice(0, 10),
+      bot.symbol ? h('span', { class: 'doc' }, h('span', { class: 'market' }, `${bot.symbol} ${bot.timeframe ?? ''}`), ' ', synthTag(bot.symbol)) : null),
     h('td', { class: `status b-${bot.status}` }, bot.status ?? '?', bot.reason ? h('span', { class: 'doc' }, ` (${bot.reason})`) : null),
     h('td', {}, signed(bot.pnl)),
     h('td', {}, fmt(bot.trades)),
@@ -314,7 +335,7 @@ async function startBot(event) {
   $('#bot-error').textContent = '';
   try {
     const reply = await api('/api/bots', { method: 'POST', body });
-    if (reply?.bot_id) upsertBot({ bot_id: reply.bot_id, name: body.name, status: reply.status ?? 'starting', pnl: 0, trades: 0 });
+    if (reply?.bot_id) upsertBot({ bot_id: reply.bot_id, name: body.name, symbol: body.symbol, timeframe: body.timeframe, status: reply.status ?? 'starting', pnl: 0, trades: 0 });
   } catch (err) {
     $('#bot-error').textContent = err.message;
   }

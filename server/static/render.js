@@ -16,8 +16,14 @@ export function h(tag, attrs = {}, ...children) {
   return node;
 }
 
+const ISO_TIME = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d)(?::\d\d(?:\.\d+)?)?Z?$/;
+
 export function fmt(v, digits = 2) {
   if (v === null || v === undefined) return '–';
+  if (typeof v === 'string') {
+    const m = ISO_TIME.exec(v); // 2022-01-04T01:00:00.000Z reads as 2022-01-04 01:00 (UTC)
+    return m ? `${m[1]} ${m[2]}` : v;
+  }
   if (typeof v === 'boolean') return v ? 'yes' : 'no';
   if (typeof v === 'number') {
     if (!Number.isFinite(v)) return '–';
@@ -90,7 +96,14 @@ function table(rows, columns) {
   const cols = columns ?? [...new Set(flat.flatMap((r) => Object.keys(r)))];
   return h('table', { class: 'grid' }, h('thead', {}, h('tr', {}, ...cols.map((c) => h('th', {}, c)))),
     h('tbody', {}, ...flat.map((r) => h('tr', {}, ...cols.map((c) => h('td', { class: typeof r[c] === 'string' ? 't' : undefined },
-      /pnl|return/.test(c) && typeof r[c] === 'number' ? signed(r[c]) : fmt(r[c])))))));
+      cellValue(c, r[c])))))));
+}
+
+/** Prices keep their pips (1.08777, not 1.09); PnL and returns are signed and coloured. */
+function cellValue(col, v) {
+  if (typeof v !== 'number') return fmt(v);
+  if (/price/.test(col)) return v.toLocaleString('en-US', { maximumSignificantDigits: 6 });
+  return /pnl|return/.test(col) ? signed(v) : fmt(v);
 }
 
 function kvTable(obj) {
