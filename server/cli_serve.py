@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 #: Seconds HTTP handlers still running at shutdown get to finish (WebSockets are closed first).
 HANDLER_GRACE_S = 1.0
@@ -58,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
 
         args.data_dir = str(default_data_dir())
     workers = args.workers or os.cpu_count() or 1
+    problem = _data_dir_problem(args.data_dir)
+    if problem is not None:
+        print(f"qmx serve: argument --data-dir: {problem}", file=sys.stderr)
+        return 2
     try:  # bind before starting any process, so a taken port fails fast and cleanly
         sock = _bind(args.host, args.port)
     except OSError as exc:
@@ -66,6 +71,18 @@ def run(args: argparse.Namespace) -> int:
         return 1
     with sock:
         return asyncio.run(_serve(sock, args.host, workers, args.data_dir, args.diagnostics))
+
+
+def _data_dir_problem(data_dir: str) -> str | None:
+    """Why ``data_dir`` cannot hold the store, the logs and market data, or None (creates it)."""
+    path = Path(data_dir).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create directory {str(path)!r}: {exc.strerror or exc}"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"directory {str(path)!r} is not writable"
+    return None
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -94,7 +111,12 @@ async def _serve(sock: socket.socket, host: str, workers: int, data_dir: str,
     runner = web.AppRunner(make_app(data_dir, workers, diagnostics=diagnostics),
                            handle_signals=False, shutdown_timeout=HANDLER_GRACE_S,
                            access_log=None)
-    await runner.setup()  # starts the daemon (cleanup_ctx) before we accept anything
+    try:
+        await runner.setup()  # starts the daemon (cleanup_ctx) before we accept anything
+    except Exception as exc:  # a process that cannot start: one line, not a traceback
+        print(f"qmx serve: the daemon could not start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        await runner.cleanup()
+        return 1
     try:
         await web.SockSite(runner, sock).start()
         print(f"QuantMindX listening on http://{host}:{sock.getsockname()[1]}", flush=True)

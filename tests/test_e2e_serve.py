@@ -57,3 +57,18 @@ def test_sigint_stops_everything_within_10_s(daemon_factory: object) -> None:
     _gone, alive = psutil.wait_procs(children, timeout=2)
     assert not alive
     assert "QuantMindX shutting down" in d["log"].read_text()
+
+
+def test_an_unusable_data_dir_fails_with_one_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    done = _serve("--port", "0", "--workers", "1", "--data-dir", str(a_file))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"qmx serve: argument --data-dir: cannot create directory '{a_file}': File exists"]
+    broken = tmp_path / "broken"
+    (broken / "qmx.sqlite").mkdir(parents=True)  # the run store cannot be opened
+    done = _serve("--port", "0", "--workers", "1", "--data-dir", str(broken))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "qmx serve: the daemon could not start: OperationalError: unable to open database file"]
