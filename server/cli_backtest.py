@@ -282,6 +282,21 @@ def _fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
     return f"{value}{suffix}"
 
 
+def _regime_table(ra: Mapping[str, Any]) -> list[str]:
+    """Per regime: share of bars, whether entries are blocked there, refusals and closed trades."""
+    options = ra.get("options") or {}
+    blocked = set(options.get("blocked_regimes") or []) if options.get("regime_filter", True) else set()
+    bars, refused = ra.get("bars_per_regime") or {}, ra.get("filtered_by_regime") or {}
+    perf = ra.get("performance_by_regime") or {}
+    lines = [f"    {'regime':<14} {'bars %':>7}  {'entries':<7} {'refused':>7} {'trades':>6} {'win %':>6} {'PnL':>12}"]
+    for name in ra.get("regimes") or []:
+        p = perf.get(name) or {}
+        lines.append(f"    {name:<14} {_fmt((bars.get(name) or {}).get('pct'), 1):>7}  "
+                     f"{'blocked' if name in blocked else 'allowed':<7} {refused.get(name, 0):>7} "
+                     f"{p.get('trades', 0):>6} {_fmt(p.get('win_rate'), 1):>6} {_fmt(p.get('pnl')):>12}")
+    return lines
+
+
 def format_result(result: Mapping[str, Any]) -> str:
     """The human-readable result table (SYNTHETIC DATA said loudly when it applies)."""
     res = result.get("results", {})
@@ -318,6 +333,7 @@ def format_result(result: Mapping[str, Any]) -> str:
     if ra:
         lines.append(f"  Regimes: {ra.get('transitions_total', 'n/a')} transitions, "
                      f"{ra.get('filtered_total', 'n/a')} entries filtered")
+        lines += _regime_table(ra)
     if data.get("synthetic"):
         lines.append("  (SYNTHETIC DATA)")
     return "\n".join(lines)

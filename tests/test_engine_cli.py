@@ -98,6 +98,10 @@ def test_table_says_synthetic_and_spiced_runs(capsys: pytest.CaptureFixture[str]
     assert code == 0
     assert "SYNTHETIC DATA" in out.splitlines()[1]
     assert "Sharpe ratio" in out and "Regimes:" in out
+    # what the filter did, per regime: sma_cross blocks ranging and volatile by default
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("    ")}
+    assert rows["ranging"][2] == rows["volatile"][2] == "blocked" and rows["trending_up"][2] == "allowed"
+    assert rows["ranging"][4] == "0" and int(rows["ranging"][3]) > 0  # refused there, no trades
 
 
 def test_user_strategy_file_and_verbose_log(capsys: pytest.CaptureFixture[str]) -> None:
