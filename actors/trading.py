@@ -334,6 +334,9 @@ class TradingActor(pykka.ThreadingActor):
             self._final(bot_id, body, "stopped", "refused: trading is halted by the kill switch; "
                                                  "POST /api/trading/resume first")
             return
+        # Stored before the build (loading bars can take seconds): a crash meanwhile restores
+        # the bot as `starting` instead of losing a request that has left the inbox.
+        self._final(bot_id, body, "starting", None, BotState().to_dict())
         try:
             bot = self._build(bot_id, body, BotState())
         except ConfigError as exc:
@@ -342,7 +345,6 @@ class TradingActor(pykka.ThreadingActor):
         except Exception as exc:  # data missing, bad strategy file, ...
             self._final(bot_id, body, "error", f"could not start: {type(exc).__name__}: {exc}")
             return
-        self._save_and_publish(bot_id, bot.state.to_dict(), bot.update(), True)
         bot.set_status("running")
         self._spawn(bot_id, bot, "announce", None)
 
@@ -389,15 +391,16 @@ class TradingActor(pykka.ThreadingActor):
         self._refs[bot_id] = ref
         ref.tell(BotCommand(first, reason))
 
-    def _final(self, bot_id: str, body: dict[str, Any], status: str, reason: str,
+    def _final(self, bot_id: str, body: dict[str, Any], status: str, reason: str | None,
                state: dict[str, Any] | None = None) -> None:
-        """Record a bot that never runs (refused, invalid, unrestorable) and tell clients."""
+        """Record a bot that has no PaperBot (yet: ``starting``; or never: refused, invalid,
+        unrestorable) and tell clients."""
         st = {**(state or {}), "status": status, "reason": reason}
         st.setdefault("trades", [])
         st.setdefault("positions", [])
         pnl = float(sum(t.get("pnl", 0.0) for t in st["trades"]))
         update = {"bot_id": bot_id, "status": status, "pnl": round(pnl, 2), "open_positions": 0,
-                  "timestamp": _now(), "reason": reason}
+                  "trades": len(st["trades"]), "timestamp": _now(), "reason": reason}
         self._save_and_publish(bot_id, st, update, True)
 
     # -- persistence and events -------------------------------------------------------------

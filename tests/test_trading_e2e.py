@@ -40,6 +40,23 @@ class Hold(Strategy):
     def next(self, i, position):
         return 1
 '''
+# In the trading process only, importing this waits while the .gate file beside it exists: a
+# bot whose start (its build) is in progress when the process dies.
+GATED = '''
+import time
+from pathlib import Path
+from engine.strategy import Strategy
+
+if open("/proc/self/comm").read().strip() == "qmx-trading":
+    while Path(__file__).with_suffix(".gate").exists():
+        time.sleep(0.05)
+
+
+class Gated(Strategy):
+    name = "gated"
+    def next(self, i, position):
+        return 1
+'''
 
 
 class Listener:
@@ -289,11 +306,19 @@ def test_sigkill_of_the_trading_process_and_a_daemon_restart_keep_bots_intact(
                                                      "start_date": "2019-01-01", "end_date": "2019-12-31"})
     assert status == 202
     before = {x: bot(d, x)["trade_list"] for x in (a, b)}
+    (tmp_path / "gated.py").write_text(GATED)
+    (tmp_path / "gated.gate").touch()
+    c = start_bot(d, strategy=f"{tmp_path / 'gated.py'}:Gated", params={})
+    eventually(has_status(trading, c, "starting"))  # stored; its build hangs in the gate
     victim.kill()
+    (tmp_path / "gated.gate").unlink()
     for x in (a, b):
         eventually(has_status(trading, x, "running", "error", "running"), timeout=30)
         crash = [u for u in trading.updates(x) if u["status"] == "error"][0]
         assert "SIGKILL" in crash["reason"]
+    # the bot that was starting when the process died is not lost: it starts after the restart
+    eventually(has_status(trading, c, "starting", "running"), timeout=30)
+    eventually(lambda: bot(d, c)["open_positions"] == 1, timeout=30)
     assert trading_process(d).pid != victim.pid
     bid = body["backtest_id"]
     eventually(lambda: api(d, "GET", f"/api/backtests/{bid}")[1]["status"] == "completed", timeout=60)
