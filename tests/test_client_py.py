@@ -344,3 +344,20 @@ def test_json_of_a_run_that_did_not_complete_is_the_backtest_error_data() -> Non
            "finished_at": "2024-01-15T10:30:45.000Z", "metrics": None, "results": None}
     assert error_data(run) == {"backtest_id": "b1", "error": "cancelled by request", "error_details": "",
                                "timestamp": "2024-01-15T10:30:45.000Z", "status": "cancelled"}
+
+
+def test_seq_is_kept_per_frame_topic() -> None:
+    """On `backtest` and `backtest:<id>` at once, each copy counts in the topic it names."""
+    async def main() -> list[dict[str, Any]]:
+        client = QmxClient("http://127.0.0.1:9")
+        client.topics |= {"backtest", "backtest:b1"}
+        frames = [{"type": "backtest_start", "data": {"backtest_id": "b1"}, "topic": "backtest", "seq": 40},
+                  {"type": "backtest_start", "data": {"backtest_id": "b1"}, "topic": "backtest:b1", "seq": 1},
+                  {"type": "backtest_progress", "data": {"backtest_id": "b1"}, "topic": "backtest:b1", "seq": 2},
+                  {"type": "backtest_start", "data": {"backtest_id": "b1"}, "topic": "backtest:b1", "seq": 1}]
+        for frame in frames:  # the last is a replayed copy after a reconnect
+            await client._handle(frame)
+        assert client.last_seq == {"backtest": 40, "backtest:b1": 2}
+        return [e for e in [await client.next_event(0.1) for _ in range(4)] if e]
+    got = asyncio.run(main())
+    assert [(e["topic"], e["seq"]) for e in got] == [("backtest", 40), ("backtest:b1", 1), ("backtest:b1", 2)]

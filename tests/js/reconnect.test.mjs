@@ -124,3 +124,44 @@ test('backoff grows exponentially with jitter, is capped, and gives up after the
     await proxy.close();
   }
 });
+
+test('on both backtest and backtest:<id>, seq is kept per frame topic and both topics resume', async () => {
+  const proxy = await startProxy(QMX_URL);
+  const client = new WebSocketClient(proxy.url, FAST);
+  const seen = [];
+  const confirmations = [];
+  client.on('*', (m) => seen.push(m));
+  client.on('subscription_confirmed', (m) => confirmations.push(m));
+  try {
+    await client.subscribe('backtest');
+    const first = await submitBacktest();
+    const runTopic = `backtest:${first}`;
+    await client.subscribe(runTopic, { since: 0 });
+    const onTopic = (t) => seen.filter((m) => m.topic === t && typeof m.seq === 'number');
+    await eventually(() => onTopic(runTopic).some((m) => m.type === 'backtest_complete')
+      && onTopic('backtest').some((m) => m.type === 'backtest_complete' && m.data.backtest_id === first));
+    // Each copy names its topic; each topic's events arrive whole, in its own seq order.
+    assertWholeBacktest(onTopic(runTopic), first);
+    assertWholeBacktest(onTopic('backtest'), first);
+    for (const t of ['backtest', runTopic]) {
+      assert.equal(client.lastSeq.get(t), Math.max(...onTopic(t).map((m) => m.seq)), `lastSeq of ${t}`);
+    }
+    proxy.mode = 'down';
+    proxy.cut();
+    const second = await submitBacktest(); // on `backtest` only, while the client is away
+    await eventually(async () => (await getRun(second)).status === 'completed');
+    const before = confirmations.length;
+    proxy.mode = 'up';
+    await eventually(() => onTopic('backtest').some((m) => m.type === 'backtest_complete' && m.data.backtest_id === second));
+    await eventually(() => confirmations.length >= before + 2);
+    for (const c of confirmations.slice(before)) assert.equal(c.recovered, true, `${c.topic} resumed from its own seq`);
+    assertWholeBacktest(onTopic('backtest'), second);
+    for (const t of ['backtest', runTopic]) {
+      const seqs = onTopic(t).map((m) => m.seq);
+      assert.equal(new Set(seqs).size, seqs.length, `no ${t} event delivered twice`);
+    }
+  } finally {
+    client.disconnect();
+    await proxy.close();
+  }
+});
