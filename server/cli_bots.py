@@ -17,6 +17,8 @@ DEFAULT_SERVER = "http://127.0.0.1:8000"
 ACTIONS: tuple[str, ...] = ("list", "show", "start", "stop", "pause", "resume", "kill", "resume-trading")
 FEEDS: tuple[str, ...] = ("replay", "synthetic")
 TIMEOUT_S = 10.0
+COSTS: dict[str, str] = {"spread": "price units, full spread", "commission": "fraction of notional per fill",
+                         "slippage": "price units per fill"}
 
 
 class CliError(Exception):
@@ -50,8 +52,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--balance", default=None, help="initial balance (default 10000)")
     g.add_argument("--size", default=None, help="position size (default 10000 units)")
     g.add_argument("--lots", action="store_true", help="--size is in lots (100,000 units)")
+    for cost, text in COSTS.items():
+        g.add_argument(f"--{cost}", default=None, metavar="X", help=f"{cost} ({text}; default 0)")
+    g.add_argument("--spiced", action="append", default=[], metavar="KEY=VALUE",
+                   help="option of the spiced layer, e.g. risk sizing (repeatable; with --variant spiced)")
+    g.add_argument("--seed", default=None, metavar="N", help="synthetic feed: the market's seed (default 42)")
     g.add_argument("--max-daily-loss", default=None, metavar="AMOUNT",
                    help="stop the bot (flattened) after losing this much in one day")
+    g.add_argument("--max-daily-loss-pct", default=None, metavar="PCT",
+                   help="the same as a percent of the day's starting equity")
+    g.add_argument("--max-open-positions", default=None, metavar="N",
+                   help="entries beyond this many open positions are skipped (default 1; 0 = never trade)")
     g.add_argument("--name", default="", help="a label for the bot")
 
 
@@ -78,12 +89,7 @@ def start_body(args: argparse.Namespace) -> dict[str, Any]:
                        "with --feed synthetic)", 2)
     if args.feed not in FEEDS:
         raise CliError(f"--feed must be one of {list(FEEDS)}, got {args.feed!r}", 2)
-    params: dict[str, Any] = {}
-    for item in args.param:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise CliError(f"--param must be NAME=VALUE, got {item!r}", 2)
-        params[name] = _value(value)
+    params = _pairs(args.param, "--param")
     body: dict[str, Any] = {"symbol": args.symbol, "timeframe": args.timeframe,
                             "strategy": args.strategy, "params": params, "variant": args.variant,
                             "name": args.name, "feed": {"type": args.feed}}
@@ -97,10 +103,33 @@ def start_body(args: argparse.Namespace) -> dict[str, Any]:
             body[key] = value
     if args.lots:
         body["size_unit"] = "lots"
-    loss = _number(args.max_daily_loss, "--max-daily-loss")
-    if loss is not None:
-        body["risk"] = {"max_daily_loss": loss}
+    costs = {k: v for k in COSTS if (v := _number(getattr(args, k), f"--{k}")) is not None}
+    if costs:
+        body["costs"] = costs
+    if args.spiced:
+        body["spiced"] = _pairs(args.spiced, "--spiced")
+    seed = _number(args.seed, "--seed")
+    if seed is not None:  # a non-integer goes to the daemon, which names feed.seed
+        body["feed"]["seed"] = int(seed) if seed.is_integer() else seed
+    risk = {key: value for key, option in (("max_daily_loss", "--max-daily-loss"),
+                                           ("max_daily_loss_pct", "--max-daily-loss-pct"),
+                                           ("max_open_positions", "--max-open-positions"))
+            if (value := _number(getattr(args, key), option)) is not None}
+    if "max_open_positions" in risk and float(risk["max_open_positions"]).is_integer():
+        risk["max_open_positions"] = int(risk["max_open_positions"])
+    if risk:
+        body["risk"] = risk
     return body
+
+
+def _pairs(items: list[str], option: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CliError(f"{option} must be NAME=VALUE, got {item!r}", 2)
+        out[name] = _value(value)
+    return out
 
 
 def request(server: str, method: str, path: str, body: Any = None) -> Any:

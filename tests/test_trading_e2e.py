@@ -204,8 +204,16 @@ def test_kill_switch_flattens_every_bot_and_refuses_new_ones_until_resume(
     trading = listen(d, "trading")
     url = d["url"]
     assert qmx(["bots", "start", "--symbol", "SYNTH", "--from", "2018-01-01", "--to", "2018-06-30",
-                "--param", "fast=5", "--param", "slow=12", "--speed", "0.02", "--server", url]) == 0
+                "--param", "fast=5", "--param", "slow=12", "--speed", "0.02", "--server", url,
+                "--max-open-positions", "1", "--spread", "0.0002", "--max-daily-loss-pct", "50",
+                "--max-open-positions", "1.5"]) == 1
+    assert "risk.max_open_positions: must be an integer >= 0, got 1.5" in capsys.readouterr().err
+    assert qmx(["bots", "start", "--symbol", "SYNTH", "--from", "2018-01-01", "--to", "2018-06-30",
+                "--param", "fast=5", "--param", "slow=12", "--speed", "0.02", "--server", url,
+                "--max-open-positions", "1", "--spread", "0.0002", "--max-daily-loss-pct", "50"]) == 0
     first = capsys.readouterr().out.split()[-1]
+    config = bot(d, first)["config"]
+    assert config["costs"]["spread"] == 0.0002 and config["risk"]["max_daily_loss_pct"] == 50
     second = start_bot(d, name="second")
     for b in (first, second):
         eventually(lambda: bot(d, b)["open_positions"] == 1, timeout=30)  # noqa: B023
