@@ -313,6 +313,15 @@ class Daemon:
         self._sup.tell(CancelJob(backtest_id, reason))
         return True
 
+    def cancel_sweep(self, sweep_id: str, reason: str = "cancelled by request") -> bool:
+        """Ask to cancel a running sweep; False when the daemon is not running. Its parts stop
+        (queued ones at once, running ones at their next progress check) and it ends ``cancelled``
+        with ``sweep_error`` "Sweep cancelled"; a sweep that already ended is left as it is."""
+        if self._state != "running":
+            return False
+        self._sup.tell(CancelJob(sweep_id, reason))
+        return True
+
     def subscribe(self, client_id: int, topic: str, since: int | None = None) -> None:
         """Subscribe a client; the reply (and replay when ``since`` is given) comes via deliver."""
         if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):

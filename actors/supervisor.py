@@ -272,6 +272,7 @@ class Supervisor(pykka.ThreadingActor):
     def _cancel(self, job_id: str, reason: str) -> None:
         job = self._jobs.get(job_id)
         if job is None:
+            self.sweeps.cancel(job_id, reason)  # a sweep is no job of its own, its parts are
             return
         if job.status == "queued":
             self._queue.remove(job_id)

@@ -142,6 +142,15 @@ class SweepCoordinator:
             "results": merged["results"][:TOP_IN_EVENT], "duration_seconds": merged["duration_seconds"],
             "timestamp": now_iso()}})
 
+    def cancel(self, sweep_id: str, reason: str) -> bool:
+        """Cancel a running sweep (False if it is not running): its parts are dropped (a running
+        part stops at its next progress check) and it ends ``cancelled`` with a sweep_error."""
+        sweep = self._sweeps.get(sweep_id)
+        if sweep is None:
+            return False
+        self._fail(sweep, "cancelled", "Sweep cancelled", f"{reason} at {now_iso()}")
+        return True
+
     def _fail(self, sweep: _Sweep, status: str, error: str, details: str) -> None:
         del self._sweeps[sweep.id]
         for part_id in sweep.parts:

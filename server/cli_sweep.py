@@ -7,7 +7,7 @@ parts are merged (``merge_sweeps``) into exactly the ranking one process gives. 
 ``--server URL`` it submits the grid to a daemon (``POST /api/sweeps``), which fans it out over
 its worker pool, and polls it to the end. Exit codes: 0 done; 2 bad arguments (one line naming the option and what is
 allowed), unknown data or no valid combination; 1 a file that cannot be read, an unreachable
-daemon or a sweep that failed there; 130 interrupted.
+daemon or a sweep that failed there; 130 interrupted (with ``--server``: the sweep is cancelled there too).
 """
 from __future__ import annotations
 
@@ -161,13 +161,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _request(url: str, body: Any = None) -> tuple[int, Any]:
-    """(status, JSON body) of a GET (or a POST when ``body`` is given) to the daemon."""
+def _request(url: str, body: Any = None, method: str | None = None) -> tuple[int, Any]:
+    """(status, JSON body) of a GET (or a POST when ``body`` is given, or ``method``) to the daemon."""
     import urllib.error  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
 
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",
+    req = urllib.request.Request(url, data=data, method=method or ("GET" if body is None else "POST"),
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
@@ -198,13 +198,22 @@ def _remote(args: argparse.Namespace, config: Any, grid: dict[str, list[Any]], t
         errors = (body or {}).get("errors") or {"--server": (body or {}).get("error", f"HTTP {status}")}
         return _fail([f"{_option(k)}: {v}" for k, v in errors.items()], code=2 if status == 400 else 1)
     progress = ProgressPrinter(sys.stderr)
-    while True:  # a terminal client: polling the daemon's REST state is the simple, robust choice
-        _, run = _request(f"{base}/api/sweeps/{body['sweep_id']}")
-        pct = float(run.get("progress") or 0.0)
-        progress(Progress(int(pct * 10), 1000, "", 0, 0.0))
-        if run["status"] not in ("queued", "running"):
-            break
-        time.sleep(0.2)
+    url = f"{base}/api/sweeps/{body['sweep_id']}"
+    try:
+        while True:  # a terminal client: polling the daemon's REST state is the simple, robust choice
+            _, run = _request(url)
+            pct = float(run.get("progress") or 0.0)
+            progress(Progress(int(pct * 10), 1000, "", 0, 0.0))
+            if run["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        # Ctrl-C means "stop this sweep", not "leave it holding every worker of the daemon".
+        progress.clear()
+        status, _ = _request(url, method="DELETE")
+        print(f"qmx sweep: sweep {body['sweep_id']} " + ("cancelled on the daemon" if status == 202 else
+              f"could not be cancelled (HTTP {status})"), file=sys.stderr)
+        return 130
     progress.clear()
     if run["status"] != "completed":
         return _fail([f"sweep {body['sweep_id']} {run['status']}: {run.get('error')}"], code=1)

@@ -79,6 +79,8 @@ DETAILS: dict[tuple[str, str], dict[str, Any]] = {
         "200": _json(_OBJ, "sweeps"), **_errors(400)}},
     ("GET", "/api/sweeps/{id}"): {"parameters": [_ID], "responses": {
         "200": _json(_OBJ, "the sweep"), **_errors(404)}},
+    ("DELETE", "/api/sweeps/{id}"): {"parameters": [_ID], "responses": {
+        "202": _json(_OBJ, "cancelling"), **_errors(404, 409)}},
     ("POST", "/api/data"): {
         "parameters": [{"name": n, "in": "query", "required": n != "format" and n != "utc_shift",
                         "schema": {"type": "string"}}

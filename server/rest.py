@@ -221,6 +221,18 @@ async def post_sweep(request: web.Request) -> web.Response:
     return web.json_response({"sweep_id": sweep_id, "status": "queued"}, status=202)
 
 
+async def delete_sweep(request: web.Request) -> web.Response:
+    """Cancel a running sweep: 202; 404 unknown; 409 already finished."""
+    sweep_id = request.match_info["id"]
+    sweep = await _blocking(store_of(request.app).get_sweep, sweep_id)
+    if sweep is None:
+        raise json_error(404, f"no sweep with id {sweep_id!r}")
+    if sweep["status"] in FINISHED or not daemon_of(request.app).cancel_sweep(sweep_id):
+        raise json_error(409, f"sweep {sweep_id} already finished ({sweep['status']}); only queued or "
+                              "running sweeps can be cancelled")
+    return web.json_response({"sweep_id": sweep_id, "status": "cancelling"}, status=202)
+
+
 async def list_sweeps(request: web.Request) -> web.Response:
     """List sweeps, newest first (at most 200); ``?status=`` filters."""
     status = _status_query(request)
@@ -359,6 +371,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/api/sweeps", post_sweep)
     r.add_get("/api/sweeps", list_sweeps)
     r.add_get("/api/sweeps/{id}", get_sweep)
+    r.add_delete("/api/sweeps/{id}", delete_sweep)
     r.add_get("/api/data", get_data)
     r.add_post("/api/data", post_data)
     r.add_get("/api/health", get_health)

@@ -177,3 +177,25 @@ def test_sweep_over_rest_streams_progress_and_stores_ranked_results(daemon: dict
     ties = [r["params"] for r in done["results"] if r["objective_value"] == 0]
     grid_order = [{"fast": f, "slow": s} for f in (5, 10, 15, 30) for s in (20, 40, 60) if f < s]
     assert len(ties) >= 3 and ties == [p for p in grid_order if p in ties]
+
+
+def test_a_running_sweep_can_be_cancelled_and_frees_the_workers(daemon: dict) -> None:
+    from tests.conftest import eventually  # noqa: PLC0415
+    from tests.fixtures_daemon import api  # noqa: PLC0415
+
+    long = {"symbol": "SYNTH", "timeframe": "M1", "variant": "spiced", "strategy": "rsi_reversion",
+            "grid": {"period": "7:21:7", "lower": "20:35:5", "upper": "65:80:5"}}  # minutes of work
+    status, body = api(daemon, "POST", "/api/sweeps", long)
+    assert status == 202, body
+    sid = body["sweep_id"]
+    eventually(lambda: api(daemon, "GET", f"/api/sweeps/{sid}")[1]["status"] == "running")
+    status, body = api(daemon, "DELETE", f"/api/sweeps/{sid}")
+    assert (status, body) == (202, {"sweep_id": sid, "status": "cancelling"})
+    done = eventually(lambda: (lambda s: s if s["status"] == "cancelled" else None)(
+        api(daemon, "GET", f"/api/sweeps/{sid}")[1]), timeout=20)
+    assert done["error"] == "Sweep cancelled" and "cancelled by request" in done["error_details"]
+    status, body = api(daemon, "DELETE", f"/api/sweeps/{sid}")
+    assert status == 409 and "already finished (cancelled)" in body["error"]
+    assert api(daemon, "DELETE", "/api/sweeps/nope")[0] == 404
+    # Its parts are gone from the workers: the daemon is idle again.
+    eventually(lambda: api(daemon, "GET", "/api/health")[1]["running"] == 0, timeout=20)
