@@ -23,6 +23,18 @@ async def dashboard(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+async def ws_client(request: web.Request) -> web.FileResponse:
+    """``GET /static/ws-client``: the client module again, so the spec's extensionless
+    ``import ... from './ws-client'`` resolves from a page under ``/static/`` too."""
+    return web.FileResponse(STATIC_DIR / "ws-client.js", headers={"Content-Type": "text/javascript"})
+
+
+async def ws_client_types(request: web.Request) -> web.FileResponse:
+    """``GET /static/ws-client.d.ts`` as text (mimetypes would call ``.ts`` an MPEG stream)."""
+    return web.FileResponse(STATIC_DIR / "ws-client.d.ts",
+                            headers={"Content-Type": "text/plain; charset=utf-8"})
+
+
 async def report(request: web.Request) -> web.Response:
     """``GET /api/backtests/{id}/report``: self-contained HTML (404 unknown id, 409 not finished)."""
     run_id = request.match_info["id"]
@@ -56,5 +68,7 @@ def setup_routes(app: web.Application) -> None:
     openapi.DETAILS.update(REPORT_DETAILS)
     app.router.add_get("/", dashboard)
     app.router.add_get("/api/backtests/{id}/report", report)
-    # .mjs/.d.ts need no special types; show_index off so the directory is not listed.
+    app.router.add_get("/static/ws-client", ws_client)  # before the static prefix, which would 404
+    app.router.add_get("/static/ws-client.d.ts", ws_client_types)
+    # show_index off so the directory is not listed.
     app.router.add_static("/static", STATIC_DIR, show_index=False, append_version=False)

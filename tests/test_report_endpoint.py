@@ -86,3 +86,7 @@ def test_dashboard_and_static_files_are_served(daemon: dict[str, Any]) -> None:
         assert status == 200 and text, name
         assert not LOADS_REMOTE.search(text), (name, LOADS_REMOTE.search(text))
     assert _get(daemon["url"] + "/static/")[0] in (403, 404)
+    # the spec imports './ws-client' (no extension); the types read as text
+    status, ctype, text = _get(f"{daemon['url']}/static/ws-client")
+    assert status == 200 and "javascript" in ctype and "export function createBacktestClient" in text
+    assert _get(f"{daemon['url']}/static/ws-client.d.ts")[1].startswith("text/plain")

@@ -1,6 +1,6 @@
 // Types of the QuantMindX WebSocket client (ws-client.js). Field names follow the spec exactly.
 
-export type Topic = 'backtest' | 'trading' | 'logs' | `backtest:${string}`;
+export type Topic = 'backtest' | 'trading' | 'logs' | 'bench' | `backtest:${string}` | `sweep:${string}`;
 
 export interface BacktestStartData {
   backtest_id: string;
@@ -62,12 +62,13 @@ export interface TradingUpdateData {
   [extra: string]: unknown;
 }
 
-/** Every server event has the spec's shape plus a per-topic `seq`. */
+/** Every server event has the spec's shape plus `topic` (the topic this copy was sent on) and
+ * `seq` (increasing per topic). */
 export interface Event<T extends string, D> {
   type: T;
   data: D;
   seq?: number;
-  topic?: string;
+  topic?: Topic;
 }
 
 export interface MessageMap {

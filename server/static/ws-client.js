@@ -89,6 +89,15 @@ export class WebSocketClient {
     this._manualClose = false;
     if (this.connected) return Promise.resolve(this);
     if (this._connecting) return this._connecting;
+    // Called while reconnecting: connect now rather than after the backoff delay, and drop a
+    // background attempt still in its handshake, so only one socket is ever ours.
+    clearTimeout(this._reconnectTimer);
+    if (this.ws) {
+      const old = this.ws;
+      this.ws = null;
+      old.onopen = old.onmessage = old.onclose = null;
+      try { old.close(); } catch { /* not open yet */ }
+    }
     this._connecting = new Promise((resolve, reject) => {
       this._open(resolve, reject);
     }).finally(() => { this._connecting = null; });

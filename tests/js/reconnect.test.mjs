@@ -165,3 +165,24 @@ test('on both backtest and backtest:<id>, seq is kept per frame topic and both t
     await proxy.close();
   }
 });
+
+test('connect() while a reconnect is pending connects at once, with one socket', async () => {
+  const proxy = await startProxy(QMX_URL);
+  const client = new WebSocketClient(proxy.url, { ...FAST, initialDelayMs: 600, maxDelayMs: 600 });
+  const reconnecting = [];
+  client.on('reconnecting', (e) => reconnecting.push(e));
+  try {
+    await client.subscribe('trading');
+    proxy.cut(); // the next automatic attempt is 300-600 ms away
+    await eventually(() => reconnecting.length === 1);
+    const before = proxy.connections;
+    await client.connect();
+    assert.ok(client.connected);
+    await new Promise((r) => setTimeout(r, 800)); // past the pending attempt's time
+    assert.equal(proxy.connections, before + 1, 'the pending attempt was cancelled');
+    assert.deepEqual([...client.topics], ['trading']);
+  } finally {
+    client.disconnect();
+    await proxy.close();
+  }
+});
