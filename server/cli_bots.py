@@ -187,7 +187,11 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, str]:
         raise CliError(f"ACTION must be one of {list(ACTIONS)}, got {action!r}", 2)
     if action == "list":
         data = request(s, "GET", "/api/bots")
-        return data, format_table(data["bots"], data.get("halted", False))
+        text = format_table(data["bots"], data.get("halted", False))
+        if data.get("trading_process") == "down":
+            text += ("\nthe trading process is DOWN (it crashed too often; see GET /api/health): "
+                     "no bot is trading; restart `qmx serve`")
+        return data, text
     if action == "show":
         data = request(s, "GET", f"/api/bots/{_need_id(args)}")
         return data, json.dumps(data, indent=2)

@@ -16,7 +16,7 @@ from typing import Any, Callable, TypeVar
 from aiohttp import web
 
 from server import openapi
-from server.keys import DATA_DIR, daemon_of
+from server.keys import DATA_DIR, SERVICES, daemon_of
 from server.rest import json_error
 
 T = TypeVar("T")
@@ -163,10 +163,13 @@ async def post_bot(request: web.Request) -> web.Response:
 
 
 async def list_bots(request: web.Request) -> web.Response:
-    """Every bot (oldest first) with status and PnL; ``halted`` is the kill-switch state."""
+    """Every bot (oldest first) with status and PnL; ``halted`` is the kill-switch state;
+    ``trading_process`` is ``"down"`` when no trading process runs the bots (crash budget)."""
     listing = await _blocking(_read_all, _store(request.app), request.app[DATA_DIR])
     stored = {b["bot_id"] for b in listing["bots"]}
     listing["bots"] += [summary(r) for r in _pending_rows(request.app, stored)]
+    daemon = request.app[SERVICES].daemon
+    listing["trading_process"] = "running" if daemon is not None and _trading_alive(daemon) else "down"
     return web.json_response(listing)
 
 

@@ -232,7 +232,8 @@ def test_kill_switch_flattens_every_bot_and_refuses_new_ones_until_resume(
     assert status == 409 and "kill switch" in body["error"]
     assert qmx(["bots", "start", "--symbol", "SYNTH", "--server", url]) == 1
     assert "halted" in capsys.readouterr().err
-    assert api(d, "GET", "/api/bots")[1]["halted"] is True
+    listing = api(d, "GET", "/api/bots")[1]
+    assert listing["halted"] is True and listing["trading_process"] == "running"
     assert qmx(["bots", "resume-trading", "--server", url]) == 0
     eventually(lambda: api(d, "GET", "/api/bots")[1]["halted"] is False)
     third = start_bot(d)
@@ -251,6 +252,9 @@ def test_kill_switch_flattens_every_bot_and_refuses_new_ones_until_resume(
         assert status == 503 and "trading process is not running" in reply["error"], (path, reply)
     assert api(d, "POST", "/api/trading/kill")[0] == 202
     assert kill_requested(d["data_dir"]) and api(d, "GET", "/api/bots")[1]["halted"] is True
+    assert api(d, "GET", "/api/bots")[1]["trading_process"] == "down"
+    assert qmx(["bots", "list", "--server", url]) == 0
+    assert "trading process is DOWN" in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_line_with_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
