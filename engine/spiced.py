@@ -172,7 +172,9 @@ class SpicedPlan:
         if self._logged < self.options["log_limit"]:
             self._logged += 1
             if self.log is not None:
-                self.log.info(message)
+                # stacklevel=2: the record names the caller (the function that saw the regime
+                # change or filtered the entry), not this helper.
+                self.log.info(message, stacklevel=2)
         else:
             self._unlogged += 1
 

@@ -214,3 +214,29 @@ def test_min_confidence_blocks_only_confident_hostile_bars(synth: Bars, min_conf
     hostile = np.isin(reg.labels, [RANGING, VOLATILE])  # sma_cross's defaults
     assert (plan.allow_entry == ~(hostile & (reg.confidence >= min_confidence))).all()
     assert (~plan.allow_entry).sum() > 0
+
+
+def test_spiced_log_records_name_their_true_origin(synth: Bars) -> None:
+    """log_entry shows module/function/line: they must be where the event happened, not a helper."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("test.spiced.origin")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        run_backtest(parse_config({"symbol": "SYNTH", "variant": "spiced"}), bars=synth, logger=logger)
+    finally:
+        logger.removeHandler(handler)
+    spiced = [r for r in records if r.module == "spiced"]
+    assert any(r.getMessage().startswith("Regime change") for r in spiced)
+    assert spiced and all(r.funcName != "_info" for r in spiced)
+    source = Path(__file__).resolve().parent.parent / "engine" / "spiced.py"
+    lines = source.read_text().splitlines()
+    for r in spiced:
+        assert "_info(" in lines[r.lineno - 1] or "_info(" in lines[r.lineno - 2], (r.funcName, r.lineno)
