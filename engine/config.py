@@ -199,4 +199,5 @@ def _check_extensions(strategy: str | None, params: dict[str, Any], spiced: dict
     except ImportError:
         pass
     else:
-        errors.update({f"robustness.{k}": v for k, v in validate_robustness_options(robustness).items()})
+        errors.update({f"robustness.{k}": v
+                       for k, v in validate_robustness_options(robustness, strategy, params).items()})

@@ -45,8 +45,13 @@ DEFAULTS: dict[str, Any] = {
 OPTIONS: tuple[str, ...] = ("grid", *DEFAULTS)
 
 
-def validate_robustness_options(robustness: Mapping[str, Any]) -> dict[str, str]:
-    """Check ``config.robustness``; returns ``{option: message}`` (empty when all is well)."""
+def validate_robustness_options(robustness: Mapping[str, Any], strategy: str | None = None,
+                                params: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Check ``config.robustness``; returns ``{option: message}`` (empty when all is well).
+
+    With the (valid) ``strategy`` and its fixed ``params``, a ``grid`` of which the strategy
+    accepts no combination is an error here, at submission, rather than a failed run later.
+    """
     errors: dict[str, str] = {}
     for key in robustness:
         if key not in OPTIONS:
@@ -73,6 +78,13 @@ def validate_robustness_options(robustness: Mapping[str, Any]) -> dict[str, str]
     seed = robustness.get("mc_seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         errors["mc_seed"] = f"must be an integer or null, got {seed!r}"
+    if strategy is not None and "grid" in robustness and "grid" not in errors:
+        from engine.sweep_eval import split_valid  # noqa: PLC0415 - it imports the strategy registry
+
+        valid, skipped = split_valid(strategy, expand_grid(normalize_grid(robustness["grid"]), base=params or {}))
+        if not valid:
+            errors["grid"] = (f"no valid combination for {strategy!r}"
+                              + (f"; e.g. {skipped[0]['params']}: {skipped[0]['error']}" if skipped else ""))
     return errors
 
 

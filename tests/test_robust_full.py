@@ -114,6 +114,10 @@ def test_bad_robustness_options_are_field_errors(eurusd: Bars) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config({**BASE, "variant": "vanilla_full", "robustness": {"wf_mode": "sliding", "pbo_blocks": 3}})
     assert set(err.value.errors) == {"robustness.wf_mode", "robustness.pbo_blocks"}
+    with pytest.raises(ConfigError) as err:  # refused when submitted, not a failed run later
+        parse_config({**BASE, "variant": "vanilla_full", "robustness": {"grid": {"fast": [50], "slow": [10, 20]}}})
+    assert err.value.errors == {"robustness.grid": "no valid combination for 'sma_cross'; e.g. {'fast': 50, "
+                                                   "'slow': 10}: params.fast: must be < slow (10), got 50"}
     too_small = parse_config({**BASE, "variant": "vanilla_full", "robustness": {"in_sample": 60}})
     with pytest.raises(ValueError, match=r"`in_sample` must give at least 100 bars per window, got 60"):
         run_backtest(too_small, bars=eurusd)
