@@ -41,7 +41,8 @@ class Hold(Strategy):
         return 1
 '''
 # In the trading process only, importing this waits while the .gate file beside it exists: a
-# bot whose start (its build) is in progress when the process dies.
+# bot whose start (its build) is in progress when the process dies. Hold5 (a backtest) waits on
+# its 6th bar while the .hold file exists: a backtest that is running when the process dies.
 GATED = '''
 import time
 from pathlib import Path
@@ -55,6 +56,14 @@ if open("/proc/self/comm").read().strip() == "qmx-trading":
 class Gated(Strategy):
     name = "gated"
     def next(self, i, position):
+        return 1
+
+
+class Hold5(Strategy):
+    name = "hold5"
+    def next(self, i, position):
+        while i == 5 and Path(__file__).with_suffix(".hold").exists():
+            time.sleep(0.05)
         return 1
 '''
 
@@ -314,12 +323,16 @@ def test_sigkill_of_the_trading_process_and_a_daemon_restart_keep_bots_intact(
     a, b = start_bot(d), start_bot(d, params={"fast": 3, "slow": 8})
     eventually(lambda: bot(d, a)["trades"] >= 3 and bot(d, b)["trades"] >= 3, timeout=30)
     victim = trading_process(d)
-    status, body = api(d, "POST", "/api/backtests", {"symbol": "SYNTH", "timeframe": "H1",
-                                                     "start_date": "2019-01-01", "end_date": "2019-12-31"})
-    assert status == 202
-    before = {x: bot(d, x)["trade_list"] for x in (a, b)}
     (tmp_path / "gated.py").write_text(GATED)
     (tmp_path / "gated.gate").touch()
+    (tmp_path / "gated.hold").touch()
+    status, body = api(d, "POST", "/api/backtests", {
+        "symbol": "SYNTH", "timeframe": "H1", "start_date": "2019-01-01", "end_date": "2019-03-31",
+        "strategy": f"{tmp_path / 'gated.py'}:Hold5", "params": {}})
+    assert status == 202
+    bid = body["backtest_id"]
+    eventually(lambda: api(d, "GET", f"/api/backtests/{bid}")[1]["status"] == "running", timeout=30)
+    before = {x: bot(d, x)["trade_list"] for x in (a, b)}
     c = start_bot(d, strategy=f"{tmp_path / 'gated.py'}:Gated", params={})
     eventually(has_status(trading, c, "starting"))  # stored; its build hangs in the gate
     victim.kill()
@@ -332,7 +345,9 @@ def test_sigkill_of_the_trading_process_and_a_daemon_restart_keep_bots_intact(
     eventually(has_status(trading, c, "starting", "running"), timeout=30)
     eventually(lambda: bot(d, c)["open_positions"] == 1, timeout=30)
     assert trading_process(d).pid != victim.pid
-    bid = body["backtest_id"]
+    # the backtest running all along finishes normally
+    assert api(d, "GET", f"/api/backtests/{bid}")[1]["status"] == "running"
+    (tmp_path / "gated.hold").unlink()
     eventually(lambda: api(d, "GET", f"/api/backtests/{bid}")[1]["status"] == "completed", timeout=60)
     for x in (a, b):  # trades survive the crash once, in order, none counted twice
         eventually(lambda: len(bot(d, x)["trade_list"]) > len(before[x]), timeout=30)  # noqa: B023
