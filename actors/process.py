@@ -277,14 +277,18 @@ class ChildIO:
                                               "pid": os.getpid()}})
         self.outbox.flush()
 
-    def messages(self, poll: float = 0.2) -> Iterator[dict[str, Any]]:
-        """Yield decoded inbox messages until a ``{"cmd": "stop"}`` arrives or the parent dies."""
+    def messages(self, poll: float = 0.2,
+                 alive: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]:
+        """Yield decoded inbox messages until a ``{"cmd": "stop"}`` arrives, the parent dies, or
+        ``alive()`` (checked every ``poll`` seconds while idle) turns False."""
         parent = os.getppid()
         while not self.stopping.is_set():
             try:
                 raw = self.ctx.inbox.get(timeout=poll)
             except queue.Empty:
                 if os.getppid() != parent:  # orphaned: the main process is gone
+                    return
+                if alive is not None and not alive():
                     return
                 continue
             msg = unpack(raw)

@@ -93,7 +93,8 @@ class BacktestActor(pykka.ThreadingActor):
             else:
                 status, final = "failed", error_event(job["job_id"], "Unknown job kind",
                                                       f"kind must be backtest/sweep_part/burst, got {kind!r}")
-        except Exception as exc:  # the run must still end with a final event, or its slot hangs
+        except BaseException as exc:  # noqa: BLE001 - the run must end with a final event, or
+            # its slot hangs; SystemExit from user code must not end the actor's thread either.
             status, final = "failed", error_event(job["job_id"], f"Internal worker error: "
                                                   f"{type(exc).__name__}: {exc}", traceback.format_exc())
         finally:
@@ -134,7 +135,7 @@ class BacktestActor(pykka.ThreadingActor):
             reason = self._cancel.reason(bid) or "cancelled"
             return "cancelled", error_event(bid, "Backtest cancelled", f"{reason}; stopped at bar "
                                             f"{progress.last_bars}/{len(bars)}")
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # sys.exit() in a strategy too
             logger.error("Strategy execution failed: %s: %s", type(exc).__name__, exc)
             return "failed", error_event(bid, f"Strategy execution failed: {type(exc).__name__}: {exc}",
                                          traceback.format_exc())
@@ -258,7 +259,9 @@ class _ProgressEmitter:
 
 
 def _bridge(io: ChildIO, actor: pykka.ActorRef, cancel: _Cancel) -> None:
-    for msg in io.messages():
+    # If the actor's thread ever dies, stop reading: the process then exits with an error and the
+    # supervisor fails its job and starts a fresh worker, instead of the slot hanging forever.
+    for msg in io.messages(alive=actor.is_alive):
         cmd = msg.get("cmd")
         if cmd == "run":
             actor.tell(msg)
@@ -275,6 +278,9 @@ def worker_main(io: ChildIO) -> None:
     io.ready()
     try:
         _bridge(io, actor, cancel)
+        if not actor.is_alive() and not io.stopping.is_set():
+            log.error("worker %s: its backtest actor stopped unexpectedly; exiting", io.label)
+            raise SystemExit(1)
     finally:
         # Stopping (or orphaned): ask a running engine to stop at its next progress report.
         cancel.request_all("daemon shutting down")

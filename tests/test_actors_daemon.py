@@ -54,6 +54,12 @@ class Boom(Strategy):
         if i > 50:
             return 1 / 0
         return 0
+
+class Quit(Boom):
+    name = "quit"
+
+    def next(self, i, position):
+        raise SystemExit("strategy gave up")
 '''
 
 
@@ -259,7 +265,12 @@ def test_strategy_exception_ends_the_run_and_the_worker_takes_the_next_job(
     d, col = shared
     deaths = d.health()["crash_budget"]["deaths_in_window"]
     bad = [d.submit_backtest(dict(FAST, strategy=f"{strategies}:Boom")) for _ in range(2)]
+    # sys.exit() in a strategy is a failed run too, not a worker stuck with a dead actor
+    quit_ = [d.submit_backtest(dict(FAST, strategy=f"{strategies}:Quit")) for _ in range(2)]
     good = [d.submit_backtest(FAST) for _ in range(2)]
+    for bid in quit_:
+        err = col.wait_final(bid)
+        assert err["data"]["error"] == "Strategy execution failed: SystemExit: strategy gave up"
     for bid in bad:
         err = col.wait_final(bid)
         assert err["type"] == "backtest_error" and set(err["data"]) == ERROR
