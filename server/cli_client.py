@@ -207,14 +207,14 @@ async def follow_backtest(server_url: str, body: dict[str, Any], *, json_output:
     if json_output:
         # The same shape a local `qmx backtest --json` prints, so scripts parse one thing.
         print(json.dumps(complete_data(run) if completed else error_data(run), allow_nan=False), file=out)
-    else:
+    elif completed:  # for a failed run a table of dashes says nothing: the error line does
         print(result_table(run), file=out)
-        if completed and (run.get("results") or {}).get("walk_forward"):  # a _full run: as a local one reports it
+        if (run.get("results") or {}).get("walk_forward"):  # a _full run: as a local one reports it
             from server.report_text import format_robustness  # noqa: PLC0415
 
             print("\n" + format_robustness(run["results"]), file=out)
     if not completed:
-        print(f"error: {run.get('error')}", file=err)
+        print(f"qmx backtest: backtest {bid} {run.get('status')}: {run.get('error')}", file=err)
     return 0 if completed else 1
 
 
@@ -250,8 +250,6 @@ async def _follow(client: QmxClient, bid: str, bar: ProgressBar) -> dict[str, An
             bar.update(data)
         elif kind == "log_entry" and data.get("level") in ("WARNING", "ERROR"):
             bar.note(f"[{data.get('level')}] {data.get('message')}")
-        elif kind == "backtest_error":
-            bar.note(f"backtest failed: {data.get('error')}")
         if kind in ("backtest_complete", "backtest_error") or event is None:
             run = await client.backtest(bid)
             if run.get("status") in TERMINAL:

@@ -218,6 +218,9 @@ async def _pong_timeout(daemon: dict[str, Any]) -> None:
             proxy.stall = False
             await asyncio.wait_for(_poll(lambda: c.reconnects >= 1 and c.connected), 10)
             assert proxy.connections >= 2 and c.topics == {"trading"}
+        before = proxy.connections  # close() (leaving the block) is for good: no reconnect
+        await asyncio.sleep(0.5)
+        assert proxy.connections == before and not c.connected
     finally:
         await proxy.close()
 
@@ -227,7 +230,7 @@ async def _poll(check: Callable[[], bool]) -> None:
         await asyncio.sleep(0.02)
 
 
-def test_submit_and_follow_prints_progress_and_table(daemon: dict[str, Any],
+def test_submit_and_follow_prints_progress_and_table(daemon: dict[str, Any], tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert asyncio.run(submit_and_follow(daemon["url"], dict(SMALL), json_output=False)) == 0
     out, err = capsys.readouterr()
@@ -240,6 +243,18 @@ def test_submit_and_follow_prints_progress_and_table(daemon: dict[str, Any],
     assert list(done) == ["backtest_id", "final_balance", "total_trades", "win_rate", "sharpe_ratio",
                           "drawdown", "return_pct", "duration_seconds", "timestamp", "results"]
     assert isinstance(done["total_trades"], int) and done["results"]["data"]["synthetic"] is True
+    # accepted, then failed in the engine (the strategy raises): no table of dashes, one error
+    # line; --json prints the backtest_error data
+    broken = tmp_path / "broken.py"
+    broken.write_text("from engine.strategy import Strategy\n\nclass Broken(Strategy):\n    name = 'broken'\n\n"
+                      "    def next(self, i, position):\n        return 1 // 0\n")
+    failing = {**SMALL, "strategy": f"{broken}:Broken"}
+    out_f, err_f = io.StringIO(), io.StringIO()
+    assert asyncio.run(follow_backtest(daemon["url"], failing, json_output=False, out=out_f, err=err_f)) == 1
+    assert out_f.getvalue() == "" and " failed: " in err_f.getvalue().splitlines()[-1]
+    out_f = io.StringIO()
+    assert asyncio.run(follow_backtest(daemon["url"], failing, json_output=True, out=out_f, err=err_f)) == 1
+    assert json.loads(out_f.getvalue())["status"] == "failed"
     bad = io.StringIO()
     assert asyncio.run(follow_backtest(daemon["url"], {**SMALL, "variant": "x"}, json_output=False,
                                        out=io.StringIO(), err=bad)) == 2
