@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import sys
 import threading
 import time
 import uuid
@@ -241,7 +242,17 @@ class Daemon:
         return sent
 
     def _log_sink(self, record: dict[str, Any]) -> bool:
-        return self._forward_logs([record])
+        if self._forward_logs([record]):
+            return True
+        if record.get("levelname") in ("WARNING", "ERROR", "CRITICAL"):
+            # The log process is down (e.g. it is the child that just died): the operator still
+            # sees the daemon's own warnings on stderr, as the log process would have shown them.
+            try:
+                print(f"{record['levelname']} [main] {record['name']}: {record['message']}",
+                      file=sys.stderr, flush=True)
+            except (OSError, ValueError):
+                pass
+        return False
 
     # ------------------------------------------------------------------ commands
     def _check_running(self) -> None:
