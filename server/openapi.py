@@ -49,7 +49,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "invalid request (names each bad field)", 404: "not found", 409: "conflict",
-            422: "no data for the request", 503: "daemon starting or stopping"}
+            413: "JSON body over 1 MiB", 422: "no data for the request",
+            503: "daemon starting or stopping, or the job queue is full"}
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
 
@@ -60,7 +61,7 @@ DETAILS: dict[tuple[str, str], dict[str, Any]] = {
         "requestBody": {"required": True, "content": {"application/json": {"schema": _CONFIG}}},
         "responses": {"202": _json({"type": "object", "properties": {
             "backtest_id": {"type": "string"}, "status": {"const": "queued"}}}, "queued"),
-            **_errors(400, 404, 422, 503)}},
+            **_errors(400, 404, 413, 422, 503)}},
     ("GET", "/api/backtests"): {"parameters": [_STATUS_Q], "responses": {
         "200": _json({"type": "object", "properties": {"backtests": {"type": "array"}}}, "runs"),
         **_errors(400)}},
@@ -74,7 +75,7 @@ DETAILS: dict[tuple[str, str], dict[str, Any]] = {
         "200": _json(_OBJ, "equity curve"), **_errors(404)}},
     ("POST", "/api/sweeps"): {
         "requestBody": {"required": True, "content": {"application/json": {"schema": _SWEEP}}},
-        "responses": {"202": _json(_OBJ, "queued"), **_errors(400, 404, 422, 503)}},
+        "responses": {"202": _json(_OBJ, "queued"), **_errors(400, 404, 413, 422, 503)}},
     ("GET", "/api/sweeps"): {"parameters": [_STATUS_Q], "responses": {
         "200": _json(_OBJ, "sweeps"), **_errors(400)}},
     ("GET", "/api/sweeps/{id}"): {"parameters": [_ID], "responses": {
