@@ -156,14 +156,14 @@ class ConnectionManager(pykka.ThreadingActor):
         if not create:
             return None
         t = self._run_topics[name] = _Topic(RUN_RING_SIZE, RUN_RING_BYTES)
-        while len(self._run_topics) > MAX_RUN_TOPICS:
-            old_name, old = next(iter(self._run_topics.items()))
-            if old.subscribers:  # never forget a topic somebody still listens to
-                self._run_topics.move_to_end(old_name)
-                if all(x.subscribers for x in self._run_topics.values()):
-                    break
-                continue
-            del self._run_topics[old_name]
+        # Forget the least recently used topics without subscribers, never the one just made
+        # (its caller is about to publish to it or subscribe to it). Topics somebody listens to
+        # stay, so there may be more than MAX_RUN_TOPICS while that many are subscribed.
+        for old_name in list(self._run_topics):
+            if len(self._run_topics) <= MAX_RUN_TOPICS:
+                break
+            if old_name != name and not self._run_topics[old_name].subscribers:
+                del self._run_topics[old_name]
         return t
 
     def _publish(self, events: Iterable[dict[str, Any]]) -> list[tuple[str, tuple[int, ...]]]:

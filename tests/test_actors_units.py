@@ -195,6 +195,23 @@ def test_unsubscribe_disconnect_and_unknown_topic(cm: tuple[Any, Frames]) -> Non
     assert [m["type"] for m in frames.for_client(2)] == ["subscription_confirmed"]
 
 
+def test_run_topics_are_bounded_but_a_subscribed_or_new_one_is_never_forgotten(
+        cm: tuple[Any, Frames]) -> None:
+    from actors.connections import MAX_RUN_TOPICS
+
+    ref, frames = cm
+    for n in range(MAX_RUN_TOPICS):  # every run topic has a subscriber
+        ref.tell(Subscribe(n + 1, f"backtest:r{n}"))
+    ref.tell(Subscribe(999, "backtest:new"))  # one more: nothing can be forgotten for it
+    ref.tell(Publish([_start("new"), _start("r0"), _start("new")]))
+    got = eventually(lambda: len(frames.for_client(999)) == 3 and frames.for_client(999))
+    assert [m.get("seq") for m in got] == [None, 1, 2]  # the new topic kept its subscriber and seq
+    assert [m.get("seq") for m in eventually(lambda: frames.for_client(1)[1:])] == [1]
+    ref.tell(Publish([_start(f"unwatched{n}") for n in range(3 * MAX_RUN_TOPICS)]))
+    ref.tell(Publish([_start("r5")]))
+    assert eventually(lambda: frames.for_client(6)[1:])[0]["seq"] == 1  # still there
+
+
 # ------------------------------------------------------------------ worker/log pieces
 class FakeIO:
     """Collects what a child would put on its outbox (the pieces below only call send)."""
@@ -242,7 +259,7 @@ def test_progress_of_a_million_bar_run_reporting_every_bar_stays_near_10_per_sec
     io, total = FakeIO(), 1_000_000
     emit = _ProgressEmitter(io, "b1", total, _Cancel())  # type: ignore[arg-type]
     t0 = time.monotonic()
-    for done in range(0, total + 1, 5):  # 200k reports as fast as the loop goes
+    for done in range(0, total + 1, 20):  # 50k reports as fast as the loop goes
         emit(Progress(done, total, "2020-01-02", 0, 0.0))
     elapsed = time.monotonic() - t0
     progress = [m["data"]["progress"] for m, _ in io.sent]
