@@ -141,12 +141,14 @@ class QmxClient:
         self.topics.add(topic)
         return await self._request("subscribe", topic)
 
-    async def unsubscribe(self, topic: str) -> None:
-        """Stop receiving ``topic``."""
+    async def unsubscribe(self, topic: str) -> dict[str, Any] | None:
+        """Stop receiving ``topic``; returns the daemon's ``unsubscription_confirmed`` (None when
+        not connected: the topic is simply not restored on the next connect)."""
         self.topics.discard(topic)
         self.last_seq.pop(topic, None)
-        if self.connected:
-            await self._send({"action": "unsubscribe", "topic": topic})
+        if not self.connected:
+            return None
+        return await self._request("unsubscribe", topic)
 
     def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         return self._iterate()
@@ -274,6 +276,8 @@ class QmxClient:
                 await self._emit(msg)
                 await self._emit({"type": "gap", "topic": topic, "since": self.last_seq.pop(topic, None)})
                 return
+        elif kind == "unsubscription_confirmed":
+            self._settle(("unsubscribe", str(msg.get("topic"))), msg)
         elif isinstance(msg.get("seq"), int):
             topic = frame_topic(msg, self.topics)
             if msg["seq"] <= self.last_seq.get(topic, -1):

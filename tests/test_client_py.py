@@ -122,6 +122,8 @@ async def _follow_one(client: QmxClient) -> None:
     assert run["status"] == "completed"
     assert run["results"]["equity"]["equity"], "the stored run has its equity curve"
     assert any(r["backtest_id"] == bid for r in await client.backtests())
+    gone = await client.unsubscribe(f"backtest:{bid}")
+    assert gone == {"type": "unsubscription_confirmed", "topic": f"backtest:{bid}"} and not client.topics
 
 
 def test_rest_errors_name_the_field(daemon: dict[str, Any]) -> None:
