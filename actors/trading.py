@@ -258,16 +258,14 @@ class TradingActor(pykka.ThreadingActor):
         self._store: Any = None
 
     def on_start(self) -> None:
-        pending_kill = kill_requested(self._data_dir)
-        if pending_kill:  # pressed while no trading process could hear it: apply it first
+        if kill_requested(self._data_dir):  # pressed while no trading process could hear it
             log.warning("kill switch requested while the trading process was down: applying it")
             self._halted = True
             self._db.set_halted(True)
+            self._kill_done()  # the persisted halt now kills every live bot below, even after a crash
         for row in self._db.rows():
             if row["status"] in LIVE:
                 self._restore(row)
-        if pending_kill:
-            self._kill_done()
 
     def on_stop(self) -> None:
         refs = list(self._refs.items())
