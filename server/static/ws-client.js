@@ -77,6 +77,7 @@ export class WebSocketClient {
     this._pingTimer = null;
     this._pongTimer = null;
     this._connecting = null;
+    this._abortConnect = null;
   }
 
   /** True while the socket is open. */
@@ -99,8 +100,9 @@ export class WebSocketClient {
       try { old.close(); } catch { /* not open yet */ }
     }
     this._connecting = new Promise((resolve, reject) => {
+      this._abortConnect = reject; // disconnect() before the socket opens settles connect()
       this._open(resolve, reject);
-    }).finally(() => { this._connecting = null; });
+    }).finally(() => { this._connecting = null; this._abortConnect = null; });
     return this._connecting;
   }
 
@@ -156,6 +158,7 @@ export class WebSocketClient {
     clearTimeout(this._reconnectTimer);
     this._stopKeepAlive();
     this._rejectPending(new Error('client disconnected'));
+    this._abortConnect?.(new Error(`disconnect() before the connection to ${this.url} opened`));
     if (this.ws) {
       const ws = this.ws;
       this.ws = null;
@@ -190,6 +193,7 @@ export class WebSocketClient {
       }
     }, this.options.connectTimeoutMs);
     ws.onopen = () => {
+      if (this.ws !== ws) { try { ws.close(1000); } catch { /* gone */ } return; } // disconnect() came first
       opened = true;
       clearTimeout(timer);
       const wasReconnect = this.reconnectAttempts > 0 || this._everOpened;

@@ -105,3 +105,16 @@ test('createTradingClient resolves subscribed to trading', async () => {
     client.disconnect();
   }
 });
+
+test('disconnect() before the socket opens settles connect() and nothing opens later', async () => {
+  const { WebSocketClient } = await import('../../server/static/ws-client.js');
+  const client = new WebSocketClient(QMX_URL);
+  const opens = [];
+  client.on('open', (e) => opens.push(e));
+  const pending = client.connect();
+  client.disconnect();
+  await assert.rejects(pending, /disconnect\(\) before the connection/);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(opens.length, 0);
+  assert.equal(client.connected, false);
+});
