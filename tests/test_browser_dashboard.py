@@ -41,6 +41,8 @@ def page() -> Iterator[Any]:
 
 
 def test_start_a_backtest_and_watch_it_complete(page: Any, daemon: dict[str, Any]) -> None:
+    elsewhere: list[str] = []  # works offline: every request goes to the daemon
+    page.on("request", lambda r: r.url.startswith((daemon["url"], "data:")) or elsewhere.append(r.url))
     page.goto(daemon["url"] + "/")
     page.wait_for_selector("body[data-ready=true]")
     assert page.locator("#conn").inner_text() == "live"
@@ -76,6 +78,7 @@ def test_start_a_backtest_and_watch_it_complete(page: Any, daemon: dict[str, Any
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-backtest.png"), full_page=True)
     assert page.errors == []  # type: ignore[attr-defined]
+    assert elsewhere == []
 
 
 def test_cancel_a_running_backtest(page: Any, daemon: dict[str, Any]) -> None:
