@@ -24,7 +24,11 @@ from actors.runstore import METRIC_FIELDS, RunStore, now_iso
 from actors.worker import error_event
 
 CANCEL_GRACE = 0.6  # seconds a running job gets to stop by itself before its worker is killed
-BARRIER_WAIT = 0.5  # seconds a final event waits for the run's log entries
+#: Seconds a final event waits for the run's log entries (they take the longer way, through the
+#: log process; on a loaded machine that trip alone can take over half a second). A cancelled
+#: run waits less: its end must reach clients within 1 s of the DELETE.
+BARRIER_WAIT = 2.0
+CANCELLED_BARRIER_WAIT = 0.2
 MAX_QUEUE = 1000
 #: Closed trades carried by a backtest_complete frame. The store keeps every trade (REST
 #: /api/backtests/{id}/trades); a long run's full list would push the frame past the 1 MiB
@@ -257,12 +261,17 @@ class Supervisor(pykka.ThreadingActor):
         else:
             self._store.set_status(job_id, status, error=event["data"].get("error"),
                                    error_details=event["data"].get("error_details"))
-        if wait_for_logs and job_id not in self._barriers:
+        if wait_for_logs and job_id not in self._barriers and self._log_ready():
             self._held[job_id] = event
-            self.later(BARRIER_WAIT, ReleaseFinal(job_id))
+            self.later(CANCELLED_BARRIER_WAIT if status == "cancelled" else BARRIER_WAIT,
+                       ReleaseFinal(job_id))
         else:
             self._barriers.pop(job_id, None)
             self.emit(event)
+
+    def _log_ready(self) -> bool:
+        """A log process is up to forward barriers (while it restarts, nobody waits for one)."""
+        return any(h.ready and h.alive for h in self._children.get("log", []))
 
     def _release(self, job_id: str) -> None:
         held = self._held.pop(job_id, None)
