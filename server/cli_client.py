@@ -111,6 +111,8 @@ def format_event(event: dict[str, Any]) -> str:
         extra = {k: v for k, v in d.items() if k not in ("bot_id", "status", "pnl")}
         tail = " " + json.dumps(extra, default=str) if extra else ""
         return f"{ts or '--:--:--'} trading  {d.get('bot_id')} {d.get('status')} pnl {_num(d.get('pnl'), '+,.2f')}{tail}"
+    if kind and str(kind).startswith("sweep_"):
+        return _sweep_line(str(kind), d, ts)
     if kind in ("subscription_confirmed", "pong"):
         return ""
     if kind == "reconnected":
@@ -118,6 +120,24 @@ def format_event(event: dict[str, Any]) -> str:
     if kind == "error":
         return f"server error: {event.get('error')}"
     return json.dumps(event, default=str)
+
+
+def _sweep_line(kind: str, d: dict[str, Any], ts: str) -> str:
+    """One line per sweep event (``sweep_complete`` carries 50 ranked rows: only the best is shown)."""
+    sid = _short(d.get("sweep_id"))
+    if kind == "sweep_start":
+        return (f"{ts} sweep    {sid} {d.get('symbol')} {d.get('timeframe')} {d.get('variant')} "
+                f"{d.get('strategy')} {d.get('combinations')} combinations by {d.get('objective')}")
+    if kind == "sweep_progress":
+        return f"{ts} sweep    {sid} {_num(d.get('progress'), '5.1f')}% {d.get('completed')}/{d.get('total')}"
+    if kind == "sweep_complete":
+        best = d.get("best") or {}
+        return (f"{ts} sweep    {sid} done {d.get('evaluated')} evaluated, {d.get('skipped')} skipped; best "
+                f"{json.dumps(best.get('params'), default=str)} {d.get('objective')} "
+                f"{_num(best.get('objective_value'), '.4g')} in {_num(d.get('duration_seconds'), '.2f')}s")
+    if kind == "sweep_error":
+        return f"{ts} sweep    {sid} error {d.get('error')}"
+    return json.dumps({"type": kind, "data": d}, default=str)
 
 
 class ProgressBar:

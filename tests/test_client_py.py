@@ -352,6 +352,10 @@ def test_format_event_lines() -> None:
     assert format_event({"type": "pong"}) == ""
     line = format_event({"type": "log_entry", "data": {"level": "WARNING", "message": "odd", "logger_name": "x"}})
     assert line.endswith("log      x WARNING odd")
+    done = {"sweep_id": "s1", "objective": "sharpe_ratio", "evaluated": 9, "skipped": 0, "duration_seconds": 0.3,
+            "best": {"params": {"fast": 15}, "objective_value": 1.5}, "results": [{"rank": i} for i in range(50)]}
+    assert format_event({"type": "sweep_complete", "data": done}).endswith(
+        'sweep    s1 done 9 evaluated, 0 skipped; best {"fast": 15} sharpe_ratio 1.5 in 0.30s')
 
 
 def test_json_of_a_run_that_did_not_complete_is_the_backtest_error_data() -> None:
