@@ -382,3 +382,24 @@ def test_seq_is_kept_per_frame_topic() -> None:
         return [e for e in [await client.next_event(0.1) for _ in range(4)] if e]
     got = asyncio.run(main())
     assert [(e["topic"], e["seq"]) for e in got] == [("backtest", 40), ("backtest:b1", 1), ("backtest:b1", 2)]
+
+
+def test_gives_up_after_the_reconnect_limit(daemon: dict[str, Any]) -> None:
+    asyncio.run(_give_up(daemon))
+
+
+async def _give_up(daemon: dict[str, Any]) -> None:
+    proxy = Proxy(daemon["port"])
+    url = await proxy.start()
+    try:
+        async with QmxClient(url, initial_delay=0.02, max_delay=0.05, max_reconnect_attempts=3) as c:
+            await c.subscribe("trading")
+            proxy.up = False
+            proxy.cut()
+            async def drain() -> None:
+                async for _ in c:  # the iteration ends once the client gives up
+                    pass
+            await asyncio.wait_for(drain(), 10)
+            assert not c.connected and c.reconnects == 0
+    finally:
+        await proxy.close()
