@@ -313,7 +313,7 @@ def trading_process(daemon: Daemon) -> psutil.Process:
                 continue
         assert len(procs) == 1, procs
         return procs[0]
-    return eventually(find)
+    return eventually(find, timeout=30)  # a respawned process names itself once it runs
 
 
 def test_sigkill_of_the_trading_process_and_a_daemon_restart_keep_bots_intact(
@@ -334,7 +334,7 @@ def test_sigkill_of_the_trading_process_and_a_daemon_restart_keep_bots_intact(
     eventually(lambda: api(d, "GET", f"/api/backtests/{bid}")[1]["status"] == "running", timeout=30)
     before = {x: bot(d, x)["trade_list"] for x in (a, b)}
     c = start_bot(d, strategy=f"{tmp_path / 'gated.py'}:Gated", params={})
-    eventually(has_status(trading, c, "starting"))  # stored; its build hangs in the gate
+    eventually(has_status(trading, c, "starting"), timeout=30)  # stored; its build hangs in the gate
     victim.kill()
     (tmp_path / "gated.gate").unlink()
     for x in (a, b):
