@@ -62,6 +62,15 @@ export class WebSocketClient {
       }
     }
     this.options = { ...DEFAULT_OPTIONS, ...options };
+    for (const [key, value] of Object.entries(this.options)) {
+      if (key === 'reconnect') {
+        if (typeof value !== 'boolean') throw new TypeError(`option "reconnect" must be true or false, got ${JSON.stringify(value)}`);
+      } else if (key in DEFAULT_OPTIONS && !(typeof value === 'number' && Number.isFinite(value) && value >= 0)) {
+        throw new TypeError(`option ${JSON.stringify(key)} must be a number >= 0, got ${JSON.stringify(value)}`);
+      }
+    }
+    if (this.options.jitter > 1) throw new TypeError(`option "jitter" must be between 0 and 1, got ${this.options.jitter}`);
+    if (this.options.backoffFactor < 1) throw new TypeError(`option "backoffFactor" must be >= 1, got ${this.options.backoffFactor}`);
     this._WS = options.WebSocket ?? globalThis.WebSocket;
     if (typeof this._WS !== 'function') {
       throw new Error('no WebSocket implementation: use a browser, Node >= 22, or Node 20 with --experimental-websocket');

@@ -93,6 +93,9 @@ test('subscribe and unsubscribe are confirmed; bad input gets an error frame', a
   assert.equal(toWebSocketUrl('ws://h:1/ws'), 'ws://h:1/ws');
   assert.throws(() => new WebSocketClient('ftp://x'), /http, https, ws, wss/);
   assert.throws(() => new WebSocketClient(QMX_URL, { retries: 3 }), /unknown option "retries"/);
+  assert.throws(() => new WebSocketClient(QMX_URL, { maxDelayMs: '5s' }), /option "maxDelayMs" must be a number >= 0, got "5s"/);
+  assert.throws(() => new WebSocketClient(QMX_URL, { jitter: 2 }), /option "jitter" must be between 0 and 1/);
+  assert.throws(() => new WebSocketClient(QMX_URL, { reconnect: 'no' }), /option "reconnect" must be true or false/);
 });
 
 test('createTradingClient resolves subscribed to trading', async () => {
