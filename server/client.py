@@ -73,6 +73,14 @@ class QmxClient:
                  request_timeout: float = 30.0, queue_size: int = 10_000) -> None:
         self.url = base_url(url)
         self.ws_url = "ws" + self.url[4:] + "/ws"
+        numbers = {"max_reconnect_attempts": max_reconnect_attempts, "initial_delay": initial_delay,
+                   "max_delay": max_delay, "ping_interval": ping_interval, "pong_timeout": pong_timeout,
+                   "connect_timeout": connect_timeout, "request_timeout": request_timeout, "queue_size": queue_size}
+        for name, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"`{name}` must be a number >= 0, got {value!r}")
+        if not isinstance(queue_size, int) or queue_size < 1:
+            raise ValueError(f"`queue_size` must be an integer >= 1, got {queue_size!r}")
         self.reconnect = reconnect
         self.max_reconnect_attempts = max_reconnect_attempts
         self.initial_delay = initial_delay

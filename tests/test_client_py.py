@@ -94,6 +94,10 @@ def test_base_url_accepts_http_and_ws_forms() -> None:
     assert base_url("https://h:1/") == "https://h:1"
     with pytest.raises(ValueError, match="`url`"):
         base_url("ftp://h")
+    with pytest.raises(ValueError, match="`max_delay` must be a number >= 0, got '5s'"):
+        QmxClient(max_delay="5s")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`queue_size` must be an integer >= 1, got 0"):
+        QmxClient(queue_size=0)
 
 
 def _with_client(url: str, body: Callable[[QmxClient], Awaitable[None]]) -> None:
@@ -316,7 +320,7 @@ def test_qmx_watch_prints_the_stream(daemon: dict[str, Any], tmp_path: Path) -> 
         status, body = api(daemon, "POST", "/api/backtests", SMALL)
         assert status == 202
         short = body["backtest_id"][:8]
-        text = eventually(lambda: (t := log.read_text()) and f"complete {short}" in t and t, timeout=60)
+        text = str(eventually(lambda: (t := log.read_text()) and f"complete {short}" in t and t, timeout=60))
         lines = [ln for ln in text.splitlines() if short in ln]
         assert any(f"start    {short} SYNTH H1 vanilla" in ln for ln in lines)
         assert any("progress" in ln and "100.0%" in ln for ln in lines)
