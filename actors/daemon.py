@@ -317,7 +317,7 @@ class Daemon:
         """Cancel a queued or running backtest; False if unknown or already finished.
 
         A running backtest stops at its next progress check, or its worker is killed after
-        0.6 s; either way it ends as ``cancelled`` with ``backtest_error`` "Backtest cancelled".
+        0.4 s; either way it ends as ``cancelled`` with ``backtest_error`` "Backtest cancelled".
         """
         if self._state != "running" or self._shared.status_of(backtest_id) is None:
             return False

@@ -23,7 +23,9 @@ from actors.process import CrashBudget, describe_exit
 from actors.runstore import METRIC_FIELDS, RunStore, now_iso
 from actors.worker import error_event
 
-CANCEL_GRACE = 0.6  # seconds a running job gets to stop by itself before its worker is killed
+#: Seconds a running job gets to stop by itself before its worker is killed (the engine checks
+#: for cancellation about 10 times a second; the rest of the 1 s promise is delivery headroom).
+CANCEL_GRACE = 0.4
 #: Seconds a final event waits for the run's log entries (they take the longer way, through the
 #: log process; on a loaded machine that trip alone can take over half a second). A cancelled
 #: run waits less: its end must reach clients within 1 s of the DELETE.

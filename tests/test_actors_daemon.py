@@ -230,7 +230,8 @@ def test_queue_waits_for_a_free_worker_and_cancel_works_queued_and_running(
     waiting = d.submit_backtest(FAST)
     doomed = d.submit_backtest(FAST)
     eventually(lambda: all(d.store.get_run(b)["status"] == "running" for b in busy))
-    eventually(lambda: all(col.of(b) for b in busy))  # started streaming
+    # in the engine (a progress event), not still loading bars after backtest_start
+    eventually(lambda: all(any(m["type"] == "backtest_progress" for m in col.of(b)) for b in busy))
     assert d.store.get_run(waiting)["status"] == "queued"
     assert d.health()["queue_length"] == 2 and d.health()["running"] == 2
     instant = d.submit_backtest(FAST)
