@@ -38,6 +38,9 @@ BOTS_DB = "bots.sqlite"
 KILL_REQUEST = "trading.kill"  # a kill switch not yet applied by a trading process
 KILL_REASON = "kill switch: all positions flattened, trading halted"
 MARK_INTERVAL = 1.0  # at most one PnL-only update per bot per second
+#: seconds a bot gets to obey the kill switch before it is killed from its saved state (a
+#: strategy stuck in a loop, a blocked broker call: the kill switch must not wait on either)
+KILL_GRACE = 3.0
 TICK_TIMEOUT = 0.05  # a bot waits at most this long for a bar before it reads its mailbox again
 LIVE = ("starting", "running", "paused")
 #: The OS-level process name (``ps``, ``psutil.Process.name()``) so operators can find us.
@@ -170,6 +173,13 @@ class BotCommand:
     reason: str | None = None
 
 
+@dataclass(frozen=True)
+class ForceKill:
+    """TradingActor -> itself, KILL_GRACE after a kill: kill the bots that have not obeyed."""
+
+    bot_ids: tuple[str, ...]
+
+
 class BotActor(pykka.ThreadingActor):
     """Runs one :class:`engine.paper.PaperBot`: ticks its feed, reports every change upwards."""
 
@@ -256,6 +266,7 @@ class TradingActor(pykka.ThreadingActor):
         self._configs: dict[str, dict[str, Any]] = {}
         self._halted = db.halted()
         self._store: Any = None
+        self._forced: set[str] = set()  # killed from saved state; their late reports are ignored
 
     def on_start(self) -> None:
         if kill_requested(self._data_dir):  # pressed while no trading process could hear it
@@ -282,6 +293,11 @@ class TradingActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, BotChanged):
             self._changed(message)
+            return None
+        if isinstance(message, ForceKill):
+            for stuck in message.bot_ids:
+                if stuck in self._refs:
+                    self._force_kill(stuck)
             return None
         if not isinstance(message, dict):
             return None
@@ -313,6 +329,39 @@ class TradingActor(pykka.ThreadingActor):
             ref.tell(BotCommand("kill", KILL_REASON))
         # halted is persisted: should we die before the bots act, they are killed on restore
         self._kill_done()
+        if self._refs:
+            timer = threading.Timer(KILL_GRACE, self._tell_quietly, (ForceKill(tuple(self._refs)),))
+            timer.daemon = True
+            timer.start()
+
+    def _tell_quietly(self, message: Any) -> None:
+        try:
+            self.actor_ref.tell(message)
+        except pykka.ActorDeadError:
+            pass  # stopped meanwhile: nothing left to kill
+
+    def _force_kill(self, bot_id: str) -> None:
+        """Kill a bot whose actor did not answer: flatten its last saved state (every trade is
+        saved when it happens) and ignore whatever its stuck thread reports later."""
+        from engine.paper import BotState  # noqa: PLC0415
+
+        log.error("bot %s did not obey the kill switch within %.0f s: killing it from its saved "
+                  "state", bot_id, KILL_GRACE)
+        ref = self._refs.pop(bot_id)
+        self._bots.pop(bot_id, None)
+        self._forced.add(bot_id)
+        ref.stop(block=False)
+        row = self._db.row(bot_id)
+        body = self._configs.get(bot_id, {})
+        reason = f"{KILL_REASON} (the bot was not responding)"
+        state = dict(row["state"]) if row else {}
+        try:
+            bot = self._build(bot_id, body, BotState.from_dict(state))
+            bot.stop(reason, "killed")
+            self._save_and_publish(bot_id, bot.state.to_dict(), bot.update(), True)
+        except Exception as exc:  # never leave it live: record it killed even if unbuildable
+            log.error("bot %s could not be flattened: %s", bot_id, exc)
+            self._final(bot_id, body, "killed", f"{reason}; flattening failed: {exc}", state)
 
     def _kill_done(self) -> None:
         try:
@@ -403,6 +452,8 @@ class TradingActor(pykka.ThreadingActor):
 
     # -- persistence and events -------------------------------------------------------------
     def _changed(self, msg: BotChanged) -> None:
+        if msg.bot_id in self._forced:
+            return  # a stuck bot came back after it was killed for it: its news is stale
         self._save_and_publish(msg.bot_id, msg.state, msg.update, msg.publish)
         if msg.state["status"] not in LIVE:
             ref = self._refs.pop(msg.bot_id, None)

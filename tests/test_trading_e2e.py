@@ -40,6 +40,23 @@ class Hold(Strategy):
     def next(self, i, position):
         return 1
 '''
+# Stuck goes long, then hangs on bar 20 (and says so in .stuck) while the .gate file exists:
+# a bot that cannot obey the kill switch.
+STUCK = '''
+import time
+from pathlib import Path
+from engine.strategy import Strategy
+
+
+class Stuck(Strategy):
+    name = "stuck"
+    def next(self, i, position):
+        if i >= 20:
+            Path(__file__).with_suffix(".stuck").touch()
+            while Path(__file__).with_suffix(".gate").exists():
+                time.sleep(0.05)
+        return 1
+'''
 # In the trading process only, importing this waits while the .gate file beside it exists: a
 # bot whose start (its build) is in progress when the process dies. Hold5 (a backtest) waits on
 # its 6th bar while the .hold file exists: a backtest that is running when the process dies.
@@ -208,7 +225,8 @@ def test_bot_starts_trades_pauses_stops_and_a_failing_strategy_stays_isolated(
 
 
 def test_kill_switch_flattens_every_bot_and_refuses_new_ones_until_resume(
-        daemon_factory: Callable[..., Daemon], listen: Any, capsys: pytest.CaptureFixture[str]) -> None:
+        daemon_factory: Callable[..., Daemon], listen: Any, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
     d = daemon_factory(workers=1)
     trading = listen(d, "trading")
     url = d["url"]
@@ -224,18 +242,24 @@ def test_kill_switch_flattens_every_bot_and_refuses_new_ones_until_resume(
     config = bot(d, first)["config"]
     assert config["costs"]["spread"] == 0.0002 and config["risk"]["max_daily_loss_pct"] == 50
     second = start_bot(d, name="second")
-    for b in (first, second):
+    (tmp_path / "stuck.py").write_text(STUCK)
+    (tmp_path / "stuck.gate").touch()
+    stuck = start_bot(d, strategy=f"{tmp_path / 'stuck.py'}:Stuck", params={})
+    for b in (first, second, stuck):
         eventually(lambda: bot(d, b)["open_positions"] == 1, timeout=30)  # noqa: B023
+    eventually((tmp_path / "stuck.stuck").exists, timeout=30)
     assert qmx(["bots", "list", "--server", url]) == 0
     listing = capsys.readouterr().out
     assert first in listing and "second" in listing and "running" in listing
     assert qmx(["bots", "kill", "--server", url]) == 0
-    assert "2 bots" in capsys.readouterr().out
-    for b in (first, second):
-        eventually(has_status(trading, b, "running", "killed"))
+    assert "3 bots" in capsys.readouterr().out
+    for b in (first, second, stuck):  # the stuck one too, from its saved state, after a grace
+        eventually(has_status(trading, b, "running", "killed"), timeout=20)
         state = bot(d, b)
         assert state["status"] == "killed" and state["positions"] == [] and state["trades"] > 0
         assert state["trade_list"][-1]["exit_reason"].startswith("kill switch")
+    assert "not responding" in bot(d, stuck)["reason"]
+    (tmp_path / "stuck.gate").unlink()  # its thread finishes; what it reports now is ignored
     assert not kill_requested(d["data_dir"])  # applied, so no longer pending
     status, body = api(d, "POST", "/api/bots", BOT)
     assert status == 409 and "kill switch" in body["error"]
@@ -247,7 +271,8 @@ def test_kill_switch_flattens_every_bot_and_refuses_new_ones_until_resume(
     eventually(lambda: api(d, "GET", "/api/bots")[1]["halted"] is False)
     third = start_bot(d)
     eventually(has_status(trading, third, "starting", "running"), timeout=20)
-    assert bot(d, first)["status"] == "killed"  # resuming trading does not revive killed bots
+    # resuming trading does not revive killed bots; the stuck bot's late report changed nothing
+    assert bot(d, first)["status"] == "killed" and bot(d, stuck)["status"] == "killed"
     # a trading process that crashes until its budget stops the restarts: commands get a 503
     # (not a 202 nobody carries out) and the kill switch waits on disk for the next process
     for _ in range(6):  # the daemon's budget: 5 deaths a minute, the 6th stops the restarts
