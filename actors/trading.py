@@ -183,6 +183,10 @@ class ForceKill:
 class BotActor(pykka.ThreadingActor):
     """Runs one :class:`engine.paper.PaperBot`: ticks its feed, reports every change upwards."""
 
+    # a bot stuck in its strategy must not keep the trading process alive at shutdown (the
+    # TradingActor saves every bot's state itself before the process ends)
+    use_daemon_thread = True
+
     def __init__(self, bot: Any, parent: pykka.ActorRef[Any]) -> None:
         super().__init__()
         self._bot = bot
