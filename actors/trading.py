@@ -38,8 +38,8 @@ BOTS_DB = "bots.sqlite"
 KILL_REQUEST = "trading.kill"  # a kill switch not yet applied by a trading process
 KILL_REASON = "kill switch: all positions flattened, trading halted"
 MARK_INTERVAL = 1.0  # at most one PnL-only update per bot per second
-#: seconds a bot gets to obey the kill switch before it is killed from its saved state (a
-#: strategy stuck in a loop, a blocked broker call: the kill switch must not wait on either)
+#: seconds a bot gets to obey the kill switch (or a stop) before it is ended from its saved
+#: state (a strategy stuck in a loop, a blocked broker call: neither must hold a kill up)
 KILL_GRACE = 3.0
 TICK_TIMEOUT = 0.05  # a bot waits at most this long for a bar before it reads its mailbox again
 LIVE = ("starting", "running", "paused")
@@ -174,10 +174,13 @@ class BotCommand:
 
 
 @dataclass(frozen=True)
-class ForceKill:
-    """TradingActor -> itself, KILL_GRACE after a kill: kill the bots that have not obeyed."""
+class ForceEnd:
+    """TradingActor -> itself, KILL_GRACE after a kill or stop: end the bots that have not
+    obeyed with ``status`` (``killed`` or ``stopped``) and ``reason``."""
 
     bot_ids: tuple[str, ...]
+    status: str
+    reason: str
 
 
 class BotActor(pykka.ThreadingActor):
@@ -298,10 +301,10 @@ class TradingActor(pykka.ThreadingActor):
         if isinstance(message, BotChanged):
             self._changed(message)
             return None
-        if isinstance(message, ForceKill):
+        if isinstance(message, ForceEnd):
             for stuck in message.bot_ids:
                 if stuck in self._refs:
-                    self._force_kill(stuck)
+                    self._force_end(stuck, message.status, message.reason)
             return None
         if not isinstance(message, dict):
             return None
@@ -314,6 +317,8 @@ class TradingActor(pykka.ThreadingActor):
                 log.info("%s ignored: bot %s is not live", cmd, bot_id)
             else:
                 ref.tell(BotCommand(str(cmd).removesuffix("_bot"), message.get("reason")))
+                if cmd == "stop_bot":
+                    self._grace(ForceEnd((str(bot_id),), "stopped", "stopped by request"))
         elif cmd == "kill":
             self._kill()
         elif cmd == "resume_trading":
@@ -334,38 +339,40 @@ class TradingActor(pykka.ThreadingActor):
         # halted is persisted: should we die before the bots act, they are killed on restore
         self._kill_done()
         if self._refs:
-            timer = threading.Timer(KILL_GRACE, self._tell_quietly, (ForceKill(tuple(self._refs)),))
-            timer.daemon = True
-            timer.start()
+            self._grace(ForceEnd(tuple(self._refs), "killed", KILL_REASON))
 
-    def _tell_quietly(self, message: Any) -> None:
-        try:
-            self.actor_ref.tell(message)
-        except pykka.ActorDeadError:
-            pass  # stopped meanwhile: nothing left to kill
+    def _grace(self, message: ForceEnd) -> None:
+        def fire() -> None:
+            try:
+                self.actor_ref.tell(message)
+            except pykka.ActorDeadError:
+                pass  # stopped meanwhile: nothing left to end
+        timer = threading.Timer(KILL_GRACE, fire)
+        timer.daemon = True
+        timer.start()
 
-    def _force_kill(self, bot_id: str) -> None:
-        """Kill a bot whose actor did not answer: flatten its last saved state (every trade is
+    def _force_end(self, bot_id: str, status: str, reason: str) -> None:
+        """End a bot whose actor did not answer: flatten its last saved state (every trade is
         saved when it happens) and ignore whatever its stuck thread reports later."""
         from engine.paper import BotState  # noqa: PLC0415
 
-        log.error("bot %s did not obey the kill switch within %.0f s: killing it from its saved "
-                  "state", bot_id, KILL_GRACE)
+        log.error("bot %s did not answer within %.0f s: %s from its saved state", bot_id,
+                  KILL_GRACE, status)
         ref = self._refs.pop(bot_id)
         self._bots.pop(bot_id, None)
         self._forced.add(bot_id)
         ref.stop(block=False)
         row = self._db.row(bot_id)
         body = self._configs.get(bot_id, {})
-        reason = f"{KILL_REASON} (the bot was not responding)"
+        reason = f"{reason} (the bot was not responding)"
         state = dict(row["state"]) if row else {}
         try:
             bot = self._build(bot_id, body, BotState.from_dict(state))
-            bot.stop(reason, "killed")
+            bot.stop(reason, status)
             self._save_and_publish(bot_id, bot.state.to_dict(), bot.update(), True)
-        except Exception as exc:  # never leave it live: record it killed even if unbuildable
+        except Exception as exc:  # never leave it live: record it ended even if unbuildable
             log.error("bot %s could not be flattened: %s", bot_id, exc)
-            self._final(bot_id, body, "killed", f"{reason}; flattening failed: {exc}", state)
+            self._final(bot_id, body, status, f"{reason}; flattening failed: {exc}", state)
 
     def _kill_done(self) -> None:
         try:

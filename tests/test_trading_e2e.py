@@ -40,19 +40,20 @@ class Hold(Strategy):
     def next(self, i, position):
         return 1
 '''
-# Stuck goes long, then hangs on bar 20 (and says so in .stuck) while the .gate file exists:
-# a bot that cannot obey the kill switch.
+# Stuck goes long, then hangs on bar 20 (and says so in .stuck<tag>) while the .gate file
+# exists: a bot that cannot obey the kill switch or a stop.
 STUCK = '''
 import time
 from pathlib import Path
-from engine.strategy import Strategy
+from engine.strategy import Param, Strategy
 
 
 class Stuck(Strategy):
     name = "stuck"
+    params = (Param("tag", 0, int, "names the file saying it is stuck", min=0),)
     def next(self, i, position):
         if i >= 20:
-            Path(__file__).with_suffix(".stuck").touch()
+            Path(__file__).with_suffix(f".stuck{self.tag}").touch()
             while Path(__file__).with_suffix(".gate").exists():
                 time.sleep(0.05)
         return 1
@@ -244,10 +245,16 @@ def test_kill_switch_flattens_every_bot_and_refuses_new_ones_until_resume(
     second = start_bot(d, name="second")
     (tmp_path / "stuck.py").write_text(STUCK)
     (tmp_path / "stuck.gate").touch()
-    stuck = start_bot(d, strategy=f"{tmp_path / 'stuck.py'}:Stuck", params={})
-    for b in (first, second, stuck):
+    stuck, stuck2 = (start_bot(d, strategy=f"{tmp_path / 'stuck.py'}:Stuck", params={"tag": t})
+                     for t in (1, 2))
+    for b in (first, second, stuck, stuck2):
         eventually(lambda: bot(d, b)["open_positions"] == 1, timeout=30)  # noqa: B023
-    eventually((tmp_path / "stuck.stuck").exists, timeout=30)
+    for t in (1, 2):
+        eventually((tmp_path / f"stuck.stuck{t}").exists, timeout=30)
+    assert api(d, "DELETE", f"/api/bots/{stuck2}")[0] == 202  # a stop does not wait forever either
+    eventually(has_status(trading, stuck2, "running", "stopped"), timeout=20)
+    state = bot(d, stuck2)
+    assert state["positions"] == [] and state["reason"] == "stopped by request (the bot was not responding)"
     assert qmx(["bots", "list", "--server", url]) == 0
     listing = capsys.readouterr().out
     assert first in listing and "second" in listing and "running" in listing
