@@ -249,6 +249,9 @@ DETAILS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {"202": openapi._json({"type": "object", "properties": {
             "bot_id": {"type": "string"}, "status": {"const": "starting"}}}, "starting"),
             **openapi._errors(400, 409, 422, 503)}},
+    ("GET", "/api/bots"): {"responses": {"200": openapi._json({"type": "object", "properties": {
+        "bots": {"type": "array", "items": {"type": "object"}}, "halted": {"type": "boolean"},
+        "trading_process": {"enum": ["running", "down"]}}}, "every bot, oldest first")}},
     ("GET", "/api/bots/{id}"): {"parameters": _ID, "responses": {
         "200": openapi._json({"type": "object"}, "the bot"), **openapi._errors(404)}},
     **{(m, p): {"parameters": _ID, "responses": {"202": _ACCEPTED, **openapi._errors(404, 409, 503)}}
