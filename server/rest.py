@@ -29,14 +29,21 @@ FINISHED: frozenset[str] = FINAL_STATUSES
 _SWEEP_ONLY_FIELDS = ("grid", "objective")
 
 
+_JSON_ERRORS: dict[int, type[web.HTTPException]] = {
+    400: web.HTTPBadRequest, 404: web.HTTPNotFound, 409: web.HTTPConflict,
+    422: web.HTTPUnprocessableEntity, 503: web.HTTPServiceUnavailable,
+}
+
+
 def json_error(status: int, message: str, **extra: Any) -> web.HTTPException:
     """An HTTP error whose body is ``{"error": message, **extra}``."""
     body = json.dumps({"error": message, **extra})
     if status == 413:
         return web.HTTPRequestEntityTooLarge(JSON_BODY_LIMIT, extra.get("size", 0), text=body,
                                              content_type="application/json")
-    exc_type = {400: web.HTTPBadRequest, 404: web.HTTPNotFound, 409: web.HTTPConflict,
-                422: web.HTTPUnprocessableEntity}[status]
+    exc_type = _JSON_ERRORS.get(status)
+    if exc_type is None:
+        raise ValueError(f"json_error: `status` must be one of {sorted(_JSON_ERRORS)} or 413, got {status}")
     return exc_type(text=body, content_type="application/json")
 
 

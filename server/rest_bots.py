@@ -101,10 +101,9 @@ def _live_trading(request: web.Request) -> Any:
     """The daemon, or a 503 while its trading process is down (a command would be lost)."""
     daemon = daemon_of(request.app)
     if not _trading_alive(daemon):
-        body = json.dumps({"error": "the trading process is not running (it crashed too often and "
-                                    "the crash budget stopped its restarts; see GET /api/health); "
-                                    "restart `qmx serve` and try again"})
-        raise web.HTTPServiceUnavailable(text=body, content_type="application/json")
+        raise json_error(503, "the trading process is not running (it crashed too often and the "
+                              "crash budget stopped its restarts; see GET /api/health); restart "
+                              "`qmx serve` and try again")
     return daemon
 
 
