@@ -207,6 +207,9 @@ def _remote(args: argparse.Namespace, config: Any, grid: dict[str, list[Any]], t
             if run["status"] not in ("queued", "running"):
                 break
             time.sleep(0.2)
+    except OSError as exc:  # the daemon went away mid-sweep
+        progress.clear()
+        return _fail([f"--server: lost the daemon at {args.server!r} during sweep {body['sweep_id']}: {exc}"], code=1)
     except KeyboardInterrupt:
         # Ctrl-C means "stop this sweep", not "leave it holding every worker of the daemon".
         progress.clear()
