@@ -161,6 +161,19 @@ def _reason(name: str, value: float | None, grade: str) -> str:
 
 
 # -------------------------------------------------------------------------------- running
+def window_problem(config: Any, n_bars: int) -> str | None:
+    """Why a ``_full`` run of ``config`` cannot lay walk-forward windows over ``n_bars`` bars
+    (the message names the option and the numbers), or None when it can. Lets a daemon refuse
+    the request at once instead of failing the run in a worker."""
+    opts = resolve_options(config.robustness, config.strategy, config.seed)
+    try:
+        make_windows(n_bars, mode=opts["wf_mode"], in_sample=opts["in_sample"],
+                     out_of_sample=opts["out_of_sample"], gap=opts["gap"])
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def run_full(config: Any, bars: Any, *, progress: Any = None, logger: logging.Logger | None = None) -> dict[str, Any]:
     """Run a ``vanilla_full`` / ``spiced_full`` config on ``bars``: the ``backtest_complete`` data
     (minus ``backtest_id``/``timestamp``; ``duration_seconds`` left at 0 for the caller).

@@ -101,7 +101,21 @@ async def _validated_config(request: web.Request, body: Any) -> dict[str, Any]:
     if errors:
         raise json_error(400, "invalid request", errors=errors)
     await _check_data(request, config.symbol, config.timeframe, config.start_date, config.end_date)
+    if config.variant.endswith("_full"):
+        problem = await _blocking(_window_problem, request.app[DATA_DIR], config)
+        if problem is not None:
+            raise json_error(422, f"{config.variant} needs more bars: {problem}",
+                             errors={"robustness": problem})
     return dict(config.to_dict())
+
+
+def _window_problem(data_dir: Any, config: Any) -> str | None:
+    """Walk-forward windows of a _full run checked against the real bar count (memory-mapped)."""
+    from engine import DataStore  # noqa: PLC0415
+    from engine.robustness import window_problem  # noqa: PLC0415
+
+    bars = DataStore(data_dir).load(config.symbol, config.timeframe, config.start_date, config.end_date)
+    return window_problem(config, len(bars))
 
 
 async def _check_data(request: web.Request, symbol: str, timeframe: str,

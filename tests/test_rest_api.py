@@ -46,6 +46,16 @@ def test_unknown_symbol_is_404_and_empty_range_is_422(daemon: Daemon) -> None:
     assert status == 422 and "no" in body["error"].lower() and "SYNTH" in body["error"]
 
 
+def test_full_variant_too_short_for_its_windows_is_refused_at_once(daemon: Daemon) -> None:
+    short = {**REQUEST, "variant": "spiced_full", "timeframe": "H4",
+             "start_date": "2020-01-01", "end_date": "2020-02-29"}
+    status, body = api(daemon, "POST", "/api/backtests", short)
+    assert status == 422, body
+    assert "in_sample" in body["errors"]["robustness"] and "100 bars" in body["errors"]["robustness"]
+    status, listed = api(daemon, "GET", "/api/backtests")
+    assert all(r.get("config", {}).get("end_date") != "2020-02-29" for r in listed.get("backtests", []))
+
+
 def test_unknown_routes_and_methods_answer_json(daemon: Daemon) -> None:
     status, body = api(daemon, "GET", "/api/nothing-here")
     assert status == 404 and "/api/nothing-here" in body["error"]
