@@ -245,8 +245,9 @@ def _logger(verbose: bool) -> logging.Logger:
 class ProgressPrinter:
     """Progress on stderr: a redrawn bar on a terminal, a plain line per 10 % otherwise."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, counts: bool = True) -> None:
         self.stream = stream
+        self.counts = counts  # False when only a percentage is known (a daemon's sweep)
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.last_step = -1
         self.drawn = False
@@ -255,16 +256,16 @@ class ProgressPrinter:
         pct = p.percent
         if self.tty:
             filled = int(pct / 100 * 30)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {pct:5.1f}%  {p.current_date}  "
-                              f"trades {p.trades_count}  pnl {p.current_pnl:,.2f}  ")
+            detail = f"{p.current_date}  trades {p.trades_count}  pnl {p.current_pnl:,.2f}" if self.counts else ""
+            self.stream.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {pct:5.1f}%  {detail}  ")
             self.drawn = True
         else:
             step = int(pct // 10)
             if step == self.last_step:
                 return
             self.last_step = step
-            self.stream.write(f"progress {pct:.0f}% ({p.bars_processed}/{p.total_bars} bars, "
-                              f"{p.trades_count} trades)\n")
+            detail = f" ({p.bars_processed}/{p.total_bars} bars, {p.trades_count} trades)" if self.counts else ""
+            self.stream.write(f"progress {pct:.0f}%{detail}\n")
         self.stream.flush()
 
     def clear(self) -> None:

@@ -197,7 +197,7 @@ def _remote(args: argparse.Namespace, config: Any, grid: dict[str, list[Any]], t
     if status != 202:
         errors = (body or {}).get("errors") or {"--server": (body or {}).get("error", f"HTTP {status}")}
         return _fail([f"{_option(k)}: {v}" for k, v in errors.items()], code=2 if status == 400 else 1)
-    progress = ProgressPrinter(sys.stderr)
+    progress = ProgressPrinter(sys.stderr, counts=False)
     url = f"{base}/api/sweeps/{body['sweep_id']}"
     try:
         while True:  # a terminal client: polling the daemon's REST state is the simple, robust choice

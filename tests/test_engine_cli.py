@@ -196,3 +196,18 @@ def test_progress_bar_on_a_terminal_and_lines_otherwise() -> None:
                                             "progress 45% (450/1000 bars, 4 trades)",
                                             "progress 50% (500/1000 bars, 5 trades)",
                                             "progress 100% (1000/1000 bars, 10 trades)"]
+
+
+def test_progress_printer_without_counts_prints_only_the_percentage() -> None:
+    import io
+
+    from engine.progress import Progress
+    from server.cli_backtest import ProgressPrinter
+
+    out = io.StringIO()
+    printer = ProgressPrinter(out, counts=False)  # a daemon's sweep: only a percentage is known
+    printer(Progress(500, 1000, "", 0, 0.0))
+    assert out.getvalue() == "progress 50%\n"
+    out = io.StringIO()
+    ProgressPrinter(out)(Progress(500, 1000, "2020-01-02", 3, 1.5))
+    assert out.getvalue() == "progress 50% (500/1000 bars, 3 trades)\n"
