@@ -181,23 +181,13 @@ def _check_extensions(strategy: str | None, params: dict[str, Any], spiced: dict
                       robustness: dict[str, Any], errors: dict[str, str]) -> None:
     """Field checks owned by the strategy registry, the spiced layer and the robustness layer
     (``strategy`` None: the strategy field is already reported, its parameters are not checked)."""
-    try:
-        from engine.strategies import validate_strategy  # noqa: PLC0415 - avoids an import cycle
-    except ImportError:
-        pass
-    else:
-        if strategy is not None:
-            errors.update(validate_strategy(strategy, params))
-    try:
-        from engine.spiced import validate_spiced_options  # noqa: PLC0415
-    except ImportError:
-        pass
-    else:
-        errors.update({f"spiced.{k}": v for k, v in validate_spiced_options(spiced).items()})
-    try:
-        from engine.robustness import validate_robustness_options  # noqa: PLC0415
-    except ImportError:
-        pass
-    else:
-        errors.update({f"robustness.{k}": v
-                       for k, v in validate_robustness_options(robustness, strategy, params).items()})
+    # Imported here: those modules import this one (an import cycle at module level).
+    from engine.robustness import validate_robustness_options  # noqa: PLC0415
+    from engine.spiced import validate_spiced_options  # noqa: PLC0415
+    from engine.strategies import validate_strategy  # noqa: PLC0415
+
+    if strategy is not None:
+        errors.update(validate_strategy(strategy, params))
+    errors.update({f"spiced.{k}": v for k, v in validate_spiced_options(spiced).items()})
+    errors.update({f"robustness.{k}": v
+                   for k, v in validate_robustness_options(robustness, strategy, params).items()})
