@@ -173,35 +173,18 @@ def section_numpy(ctx: Context) -> list[Row]:
 
 def section_backtesting_py(ctx: Context) -> list[Row]:
     """backtesting.py running the same strategy (stats included) on ``--peer-bars`` bars."""
-    try:
-        import pandas as pd
-        from backtesting import Backtest, Strategy
-        from backtesting.lib import crossover
-    except ImportError as exc:
-        return [Row("backtesting.py", 0, None, f"not installed ({exc}); pip install backtesting")]
+    # bench_sweep holds the one backtesting.py twin of sma_cross (10/20 reversal, 100,000 units).
+    from bench_sweep import _BT_ERROR, BtCross, peer_frame  # noqa: PLC0415 - scripts/ is on sys.path
 
-    def sma(values: np.ndarray, n: int) -> np.ndarray:
-        return pd.Series(values).rolling(n).mean().to_numpy()
-
-    class BtSmaCross(Strategy):
-        def init(self) -> None:
-            self.a = self.I(sma, self.data.Close, 10)
-            self.b = self.I(sma, self.data.Close, 20)
-
-        def next(self) -> None:
-            if crossover(self.a, self.b):
-                self.position.close()
-                self.buy(size=100_000)
-            elif crossover(self.b, self.a):
-                self.position.close()
-                self.sell(size=100_000)
+    if BtCross is None:
+        return [Row("backtesting.py", 0, None, f"not installed ({_BT_ERROR}); pip install backtesting")]
+    from backtesting import Backtest  # noqa: PLC0415
 
     b = ctx.peer_bars
-    df = pd.DataFrame({"Open": b.open, "High": b.high, "Low": b.low, "Close": b.close, "Volume": b.volume},
-                      index=pd.to_datetime(b.time))
+    df = peer_frame(b)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        secs, stats = best_of(1, lambda: Backtest(df, BtSmaCross, cash=1_000_000).run())
+        secs, stats = best_of(1, lambda: Backtest(df, BtCross, cash=1_000_000).run())
     return [Row("backtesting.py 0.6.6 (same strategy + stats)", len(b), secs, f"{stats['# Trades']} trades; "
                 f"run on {len(b):,} bars (1M takes many minutes)")]
 

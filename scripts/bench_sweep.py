@@ -59,6 +59,7 @@ def numpy_grid(bars: Bars, repeat: int) -> Row:
     return Row(f"bare numpy reference ({len(PAIRS)} pairs)", len(bars), secs, "no fills/costs/trade stats")
 
 
+_BT_ERROR = ""  # why backtesting.py could not be imported, if it could not
 try:  # a module-level class: backtesting.py's optimize pickles it into its worker processes
     import pandas as pd
     from backtesting import Backtest, Strategy
@@ -88,6 +89,12 @@ except ImportError as _exc:  # reported in the table
     _BT_ERROR = str(_exc)
 
 
+def peer_frame(bars: Bars) -> pd.DataFrame:
+    """``bars`` as the OHLCV DataFrame backtesting.py takes."""
+    return pd.DataFrame({"Open": bars.open, "High": bars.high, "Low": bars.low, "Close": bars.close,
+                         "Volume": bars.volume}, index=pd.to_datetime(bars.time))
+
+
 def backtesting_optimize(peer: Bars, scale_to: int) -> Row:
     """backtesting.py Backtest.optimize over the same pairs on ``peer`` bars, scaled linearly.
 
@@ -95,9 +102,7 @@ def backtesting_optimize(peer: Bars, scale_to: int) -> Row:
     """
     if BtCross is None:
         return Row("backtesting.py optimize", 0, None, f"not installed ({_BT_ERROR})")
-    df = pd.DataFrame({"Open": peer.open, "High": peer.high, "Low": peer.low, "Close": peer.close,
-                       "Volume": peer.volume}, index=pd.to_datetime(peer.time))
-    bt = Backtest(df, BtCross, cash=1_000_000)
+    bt = Backtest(peer_frame(peer), BtCross, cash=1_000_000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         secs, _ = best_of(1, lambda: bt.optimize(n1=range(5, 26, 5), n2=range(10, 61, 5),
