@@ -33,8 +33,7 @@ A new label takes effect only after the raw rule has produced it for ``confirm_b
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -66,12 +65,6 @@ class RegimeParams:
     vol_threshold: float = 0.7
     vol_ratio: float = 1.5
     confirm_bars: int = 3
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> RegimeParams:
-        """Build from an options mapping, taking only the keys this class knows."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in options.items() if k in names})
 
     @property
     def warmup_bars(self) -> int:

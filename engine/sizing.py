@@ -19,8 +19,8 @@ For an entry decided on bar ``i`` at reference price ``P`` with equity ``E``:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -39,12 +39,6 @@ class SizingParams:
     atr_stop_mult: float = 2.0
     max_leverage: float = 10.0
     size_step: float = 1.0
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> SizingParams:
-        """Build from an options mapping, taking only the keys this class knows."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in options.items() if k in names})
 
 
 @dataclass(frozen=True)

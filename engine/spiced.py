@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict
-from typing import Any, Mapping, Sequence
+from dataclasses import asdict, fields
+from typing import Any, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -53,6 +53,15 @@ _NUMERIC: dict[str, tuple[str, float, float, bool]] = {
 _OWN_DEFAULTS: dict[str, Any] = {"min_confidence": 0.0, "log_limit": 500}
 _BOOLS = {"regime_filter": True, "risk_sizing": True}
 OPTIONS: tuple[str, ...] = ("blocked_regimes", *_NUMERIC, *_BOOLS)
+
+P = TypeVar("P")
+
+
+def _params(cls: type[P], options: Mapping[str, Any]) -> P:
+    """A detection or sizing parameter dataclass built from the options it knows (the spiced
+    options mix both, plus filter options)."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in options.items() if k in names})
 
 
 def _check_number(name: str, value: Any) -> str | None:
@@ -149,7 +158,7 @@ class SpicedPlan:
         self.regimes = regimes
         self.options = options
         self.default_units = float(default_units)
-        self.sizing = SizingParams.from_options(options)
+        self.sizing = _params(SizingParams, options)
         # No logger, or one that drops INFO: a quiet run (sweeps, bot replays), as in the simulator.
         self.log = logger if logger is not None and logger.isEnabledFor(logging.INFO) else None
         blocked = [REGIME_NAMES.index(r) for r in options["blocked_regimes"]]
@@ -349,7 +358,7 @@ def prepare_spiced(bars: Bars, strategy: Any, config: Any, logger: logging.Logge
     """
     name = config.strategy if ":" not in str(config.strategy) else getattr(strategy, "name", "")
     options = resolve_options(config.spiced, name, strategy)
-    regimes = _detect(bars, RegimeParams.from_options(options))
+    regimes = _detect(bars, _params(RegimeParams, options))
     plan = SpicedPlan(bars, regimes, options, config.units, logger)
     counts = np.bincount(regimes.labels, minlength=len(REGIME_NAMES))
     share = ", ".join(f"{REGIME_NAMES[k]} {100.0 * c / max(len(bars), 1):.1f}%"
